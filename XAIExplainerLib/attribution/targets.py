@@ -1,0 +1,206 @@
+"""Score functions that turn a segmentation output into one scalar per explained class.
+
+Agg2Exp explains a segmentation network through the *class-aggregated* model
+
+    f̂_c(x) = Σ_{v : argmax_k F(x₀)_k(v) = c}  F(x)_c(v)
+
+where ``F(x)`` are the logits and the voxel set (the mask of class ``c``) is taken once from the **clean**
+input ``x₀`` and then kept fixed for every noisy, interpolated or perturbed input. Fixing the mask is what
+makes the score a smooth function of ``x`` whose gradient is the attribution. (The public Agg2Exp code slices
+``seg_prob_out[: c]`` and swaps two arguments of its aggregation; this module implements the paper's formula.)
+
+One :class:`ClassAggregate` scores *all* requested classes in one call, so a single forward pass serves every
+class of the explanation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from ..errors import GeometryMismatchError, InvalidVolumeError, ModelConfigError, UnknownClassError
+
+if TYPE_CHECKING:  # torch is imported lazily so that ``import XAIExplainerLib`` stays light
+    import torch
+
+REDUCTIONS = ("sum", "mean")
+
+
+def _resolve_classes(
+    classes: "Sequence[int | str] | None", names: list[str]
+) -> list[int]:
+    """Map user class specs (indices, names, numeric strings) to unique class indices, in the user's order."""
+    n = len(names)
+    if classes is None:
+        return list(range(n))
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    valid = ", ".join(f"{i}={name}" for i, name in enumerate(names))
+    lower = {name.lower(): i for i, name in enumerate(names)}
+    out: list[int] = []
+    for spec in classes:
+        index: int | None = None
+        if isinstance(spec, str):
+            if spec in names:
+                index = names.index(spec)
+            elif spec.strip().lower() in lower:
+                index = lower[spec.strip().lower()]
+            elif spec.strip().lstrip("-").isdigit():
+                index = int(spec.strip())
+        else:
+            try:
+                index = int(spec)  # ints, numpy integers, 0-d tensors
+            except (TypeError, ValueError):
+                index = None
+            if index is not None and index != spec:  # reject 1.5 and the like
+                index = None
+        if index is None or not 0 <= index < n:
+            raise UnknownClassError(
+                f"Unknown class {spec!r}: the model has {n} classes. Valid classes (index=name): {valid}."
+            )
+        if index not in out:
+            out.append(index)
+    if not out:
+        raise UnknownClassError(f"No class was requested. Valid classes (index=name): {valid}.")
+    return out
+
+
+@dataclass
+class ClassAggregate:
+    """The Agg2Exp target f̂_c for several classes at once: ``output (B,C,D,H,W) -> scores (B,K)``.
+
+    ``masks[k]`` holds the voxels that the unperturbed prediction assigns to ``classes[k]``; it never changes
+    after construction. A requested class that the prediction does not contain keeps an empty mask, its score
+    is identically 0 (also for ``reduction="mean"``) and its name is listed in :attr:`absent`, so callers can
+    report it instead of dividing by zero later.
+    """
+
+    classes: list[int]
+    names: list[str]
+    masks: "torch.Tensor"  # bool (K, D, H, W)
+    reduction: str = "sum"
+    absent: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}.")
+        if self.masks.ndim != 4 or self.masks.shape[0] != len(self.classes):
+            raise ValueError(
+                f"masks must have shape (K, D, H, W) with K={len(self.classes)}, got {tuple(self.masks.shape)}."
+            )
+        if len(self.names) != len(self.classes):
+            raise ValueError(f"{len(self.names)} names given for {len(self.classes)} classes.")
+        self.masks = self.masks.bool()
+        sizes = self.masks.flatten(1).sum(1)
+        self.absent = [name for name, size in zip(self.names, sizes.tolist()) if size == 0]
+        self._weights: dict = {}  # (device, dtype) -> float weights (K, D, H, W), cached for speed
+        self._norm = [int(s) for s in sizes.tolist()]  # divisor of the "mean" reduction (full-volume mask sizes)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_logits(
+        cls,
+        logits: "torch.Tensor",
+        classes: "Sequence[int | str] | None" = None,
+        label_names: "Sequence[str] | None" = None,
+        reduction: str = "sum",
+    ) -> "ClassAggregate":
+        """Build the target from the clean logits ``(1, C, D, H, W)``.
+
+        ``classes`` are indices or label names (case-insensitive); ``None`` means every class, background
+        included, because Agg2Exp's RoI matrix has a row per predicted segment. ``label_names`` default to
+        ``class_0 .. class_{C-1}``.
+        """
+        import torch
+
+        if not isinstance(logits, torch.Tensor):
+            raise InvalidVolumeError(f"logits must be a torch.Tensor (1, C, D, H, W), got {type(logits).__name__}.")
+        if logits.ndim != 5 or logits.shape[0] != 1:
+            raise InvalidVolumeError(
+                f"logits must have shape (1, C, D, H, W) (one clean volume), got {tuple(logits.shape)}."
+            )
+        n_classes = int(logits.shape[1])
+        if label_names is None:
+            names = [f"class_{i}" for i in range(n_classes)]
+        else:
+            names = [str(n) for n in label_names]
+            if len(names) != n_classes:
+                raise ModelConfigError(
+                    f"{len(names)} label names were given but the model outputs {n_classes} channels; "
+                    "the label names must list one name per output channel (index 0 = background)."
+                )
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+        indices = _resolve_classes(classes, names)
+        with torch.no_grad():
+            labels = logits.detach()[0].argmax(0)  # (D, H, W)
+            masks = torch.stack([labels == c for c in indices])
+        return cls(classes=indices, names=[names[c] for c in indices], masks=masks.cpu(), reduction=reduction)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_targets(self) -> int:
+        return len(self.classes)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.masks.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def mask_sizes(self) -> list[int]:
+        """Number of voxels in each class mask (0 for an absent class)."""
+        return [int(s) for s in self.masks.flatten(1).sum(1).tolist()]
+
+    def weights(self, device, dtype) -> "torch.Tensor":
+        """Per-voxel weights ``(K, D, H, W)``: 1 (sum) or 1/|mask| (mean) inside the mask, 0 elsewhere."""
+        import torch
+
+        key = (str(device), dtype)
+        if key not in self._weights:
+            w = self.masks.to(device=device, dtype=dtype)
+            if self.reduction == "mean":
+                sizes = torch.tensor(self._norm, device=device, dtype=dtype).clamp_min(1)
+                w = w / sizes.view(-1, 1, 1, 1)
+            self._weights[key] = w
+        return self._weights[key]
+
+    def crop(self, slices: "tuple[slice, slice, slice]") -> "ClassAggregate":
+        """The same target restricted to a sub-block (a sliding window).
+
+        Masks are cropped; the ``mean`` divisor stays the *full* mask size, so the scores of disjoint blocks add
+        up to the full-volume score.
+        """
+        sub = ClassAggregate(
+            classes=list(self.classes),
+            names=list(self.names),
+            masks=self.masks[(slice(None),) + tuple(slices)],
+            reduction=self.reduction,
+        )
+        sub.absent = list(self.absent)
+        sub._norm = list(self._norm)
+        return sub
+
+    # ------------------------------------------------------------------ scoring
+    def __call__(self, output: "torch.Tensor") -> "torch.Tensor":
+        """Scores ``(B, K)``: sum (or mean) of class-``c`` logits over the fixed mask of ``c``.
+
+        Low-precision outputs (bf16/fp16 from autocast) are summed in float32 so that large masks do not lose
+        the score to rounding.
+        """
+        import torch
+
+        if output.ndim != 5:
+            raise InvalidVolumeError(f"model output must have shape (B, C, D, H, W), got {tuple(output.shape)}.")
+        if tuple(output.shape[2:]) != self.spatial_shape:
+            raise GeometryMismatchError(
+                f"model output has spatial shape {tuple(output.shape[2:])} but the class masks were computed on "
+                f"{self.spatial_shape}; build the target from the logits of the same (unpadded) volume."
+            )
+        if max(self.classes) >= output.shape[1]:
+            raise UnknownClassError(
+                f"class index {max(self.classes)} does not exist in a model output with {output.shape[1]} channels."
+            )
+        if output.dtype in (torch.float16, torch.bfloat16):
+            output = output.float()
+        selected = output[:, self.classes]  # (B, K, D, H, W)
+        w = self.weights(output.device, output.dtype)
+        return (selected * w.unsqueeze(0)).flatten(2).sum(2)

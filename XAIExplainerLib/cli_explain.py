@@ -1,0 +1,164 @@
+"""``xai-explainer explain`` and ``xai-explainer cohort``: Agg2Exp from the command line.
+
+The functions here only parse arguments and call :mod:`XAIExplainerLib.explain` / :mod:`XAIExplainerLib.cohort`;
+errors are raised as :class:`~XAIExplainerLib.errors.XAIExplainerError` and printed as one line by ``cli.main``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+from pathlib import Path
+
+from .errors import MethodParameterError, VolumeReadError
+
+METHOD_NAMES = ("vanilla_gradient", "smoothgrad", "integrated_gradients", "kernel_shap_cubes", "kernel_shap_semantic")
+
+
+def read_roi_names(path: str | Path) -> dict[int, str]:
+    """RoI names from a text/CSV table whose lines start with the label value and then the name.
+
+    Accepts ``1 Precentral_L 2001`` (the AAL / MRIcron ``.nii.txt`` layout), ``1,liver`` and ``1<TAB>liver``;
+    a header line and ``#`` comments are skipped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise VolumeReadError(f"No RoI name table at '{p}'.")
+    names: dict[int, str] = {}
+    text = p.read_text(errors="replace")
+    dialect_delim = "," if p.suffix.lower() == ".csv" or ("," in text and "\t" not in text) else None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = next(csv.reader([line])) if dialect_delim == "," else line.split()
+        fields = [f.strip() for f in fields if f.strip()]
+        if len(fields) < 2 or not fields[0].lstrip("-").isdigit():
+            if not names and number == 1:
+                continue  # header
+            raise VolumeReadError(
+                f"{p.name} line {number} ('{line[:60]}') is not '<label value> <name>'. Write one RoI per line, "
+                "e.g. '1 liver' or '1,liver'."
+            )
+        names[int(fields[0])] = fields[1]
+    if not names:
+        raise VolumeReadError(f"{p.name} lists no RoI names ('<label value> <name>' per line).")
+    return names
+
+
+def _parse_params(pairs: list[str] | None) -> dict:
+    """``KEY=VALUE`` options for the method; values are parsed as JSON when possible (numbers, lists, true)."""
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MethodParameterError(f"--param expects KEY=VALUE, got '{pair}'.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _samples_option(fn, samples: int) -> dict:
+    """Map ``--samples N`` onto the method's own option (n_samples for SmoothGrad/KernelSHAP, n_steps for IG)."""
+    accepted = inspect.signature(fn).parameters
+    for key in ("n_samples", "n_steps"):
+        if key in accepted:
+            return {key: int(samples)}
+    raise MethodParameterError(
+        f"--samples does not apply to {getattr(fn, '__name__', 'this method')} (it takes no samples or steps)."
+    )
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import explain_volume, save_explanation
+    from .metrics import resolve_method
+    from .models import SegmentationModel
+    from .progress import cli_progress
+    from .volume import read_volume
+
+    fn = resolve_method(args.method)
+    params = _parse_params(args.param)
+    if args.samples is not None:
+        params.update(_samples_option(fn, args.samples))
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        from .errors import OutputExistsError
+
+        raise OutputExistsError(f"The output folder '{output}' already exists; choose another or pass --overwrite.")
+    volume = read_volume(args.input)
+    rois = read_volume(args.rois) if args.rois else None
+    roi_names = read_roi_names(args.roi_names) if args.roi_names else None
+    model = SegmentationModel.load(args.model, device=args.device)
+    report, close = cli_progress(args.progress_lines, f"explain ({args.method})")
+    try:
+        expl = explain_volume(
+            volume, model, method=args.method, classes=args.classes, rois=rois, roi_names=roi_names,
+            method_params=params, metrics=args.metrics, progress=report, variant=args.variant, seed=args.seed,
+            batch_size=args.batch_size, graph_top_k=args.graph_top_k, graph_threshold=args.graph_threshold,
+        )
+    finally:
+        close()
+    save_explanation(expl, output, overwrite=args.overwrite)
+    print(f"wrote {output}: {len(expl.class_names)} class heatmaps, matrix ({expl.matrix.shape[0]} classes x "
+          f"{expl.matrix.shape[1]} RoIs) in {output / 'matrix.csv'}, graph in {output / 'graph.graphml'}")
+    if expl.absent_classes:
+        print(f"absent from the prediction (rows of zeros): {', '.join(expl.absent_classes)}")
+    for name, ratio in expl.context_ratio.items():
+        if name not in expl.absent_classes:
+            print(f"  {name}: {ratio:.1%} of the attribution inside its own segment")
+    return 0
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    from .cohort import run_cohort
+
+    result = run_cohort(args.explanations, args.output, reference=args.reference, seed=args.seed,
+                        min_scans=args.min_scans, overwrite=args.overwrite)
+    glob, report = result["global"], result["outliers"]
+    print(f"wrote {args.output}: global matrix over {glob.n_scans} scans "
+          f"(scans per class: {', '.join(f'{n}={c}' for n, c in zip(glob.class_names, glob.counts))})")
+    flagged = {k: v for k, v in report.outliers.items() if v}
+    for name, scans in flagged.items():
+        print(f"  outliers for {name}: {', '.join(scans)}")
+    if report.unfitted:
+        print(f"  too few scans for an outlier model: {', '.join(report.unfitted)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
+    from .cli import add_common_options
+
+    p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
+    p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
+    p.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
+    p.add_argument("--method", default="smoothgrad", help=f"attribution method: {', '.join(METHOD_NAMES)}")
+    p.add_argument("--classes", nargs="+", help="class names or indices to explain (default: all)")
+    p.add_argument("--rois", help="label map on the input's grid (atlas, ground truth); default: predicted segments")
+    p.add_argument("--roi-names", help="table '<label value> <name>' per line (TXT/CSV, e.g. AAL's .nii.txt)")
+    p.add_argument("--variant", default="absolute", choices=["absolute", "positive", "negative", "mean"],
+                   help="RoI importance variant (default: absolute)")
+    p.add_argument("--metrics", action="store_true", help="also compute faithfulness, sensitivity and complexity")
+    p.add_argument("--seed", type=int, default=0, help="random seed of noise, coalitions and metrics")
+    p.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
+    p.add_argument("--batch-size", type=int, help="samples per forward pass (default: chosen from free memory)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
+    p.add_argument("--graph-top-k", type=int, help="keep at most K edges per class in the graph")
+    p.add_argument("--graph-threshold", type=float, default=0.8,
+                   help="keep the smallest edge set per class reaching this share of its mass (default 0.8)")
+    p.add_argument("--output", required=True, help="folder to create (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_common_options(p)
+    p.set_defaults(func=_explain)
+
+    c = subparsers.add_parser("cohort", help="global RoI importance and per-class outlier scans of saved explanations")
+    c.add_argument("--explanations", nargs="+", required=True, help="folders written by 'xai-explainer explain'")
+    c.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on (default: the cohort)")
+    c.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--output", required=True)
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cohort)

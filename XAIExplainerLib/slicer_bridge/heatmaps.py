@@ -1,0 +1,153 @@
+"""Signed attribution maps as Slicer sees them: a diverging colour table, a symmetric window, a foreground
+overlay on the anatomy and a volume rendering that hides the near-zero bulk.
+
+Attributions are signed (evidence for / against a class), so zero must look neutral: the colour table runs
+blue -> white -> red and the window is always [-m, m], putting zero at its centre. In slice views the table's
+alpha is 0 around zero, so unimportant voxels show the anatomy underneath instead of a white wash.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import slicer.util as su
+from vtkmodules.vtkCommonDataModel import vtkPiecewiseFunction
+from vtkmodules.vtkRenderingCore import vtkColorTransferFunction
+
+from .scene import get_context
+
+__all__ = [
+    "DIVERGING_COLORS",
+    "add_heatmap_volume_rendering",
+    "diverging_color_node",
+    "set_slice_layers",
+    "show_heatmap",
+    "symmetric_limit",
+]
+
+#: (position in [0, 1], r, g, b): blue for negative, white for zero, red for positive (Moreland's cool-warm ends).
+DIVERGING_COLORS = ((0.0, 0.23, 0.30, 0.75), (0.5, 1.0, 1.0, 1.0), (1.0, 0.71, 0.02, 0.15))
+DIVERGING_TABLE_NAME = "XAIExplainer Diverging"
+
+
+def _transfer(m: float = 1.0) -> vtkColorTransferFunction:
+    ctf = vtkColorTransferFunction()
+    ctf.SetColorSpaceToDiverging()
+    for pos, r, g, b in DIVERGING_COLORS:
+        ctf.AddRGBPoint((2.0 * pos - 1.0) * m, r, g, b)
+    return ctf
+
+
+def diverging_color_node(scene: Any = None, transparent_fraction: float = 0.04, n_colors: int = 256) -> Any:
+    """The shared blue-white-red colour table node (created once per scene).
+
+    Entries within ``transparent_fraction`` of the centre (|value| < fraction * m) are fully transparent and
+    opacity ramps to 1 by twice that, so overlays show the anatomy where attributions are negligible.
+    """
+    scene = scene or get_context().scene
+    existing = scene.GetFirstNodeByName(DIVERGING_TABLE_NAME)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DIVERGING_TABLE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(n_colors)
+    node.SetAttribute("Category", "XAIExplainer")
+    ctf = _transfer(1.0)
+    for i in range(n_colors):
+        v = 2.0 * i / (n_colors - 1) - 1.0  # value in [-1, 1]
+        r, g, b = ctf.GetColor(v)
+        alpha = float(np.clip((abs(v) - transparent_fraction) / max(transparent_fraction, 1e-6), 0.0, 1.0))
+        node.SetColor(i, f"{v:+.3f}", r, g, b, alpha)
+    return node
+
+
+def symmetric_limit(array: np.ndarray, percentile: float | None = None) -> float:
+    """Window half-width m for a signed map: max |value| or that percentile of the non-zero |values|.
+
+    A percentile (e.g. 99.5) keeps a few extreme voxels from washing out everything else. Never 0, so the window
+    stays valid for an all-zero map.
+    """
+    magnitude = np.abs(np.asarray(array, dtype=np.float64))
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return 1.0
+    m = float(np.percentile(nonzero, percentile)) if percentile is not None else float(nonzero.max())
+    return m if m > 0 else float(nonzero.max())
+
+
+def show_heatmap(
+    heatmap_node: Any,
+    background_node: Any = None,
+    opacity: float = 0.6,
+    limit: float | None = None,
+    percentile: float | None = None,
+) -> Any:
+    """Style ``heatmap_node`` with the diverging table and window [-m, m]; overlay it on ``background_node``.
+
+    Returns the heatmap's display node. The overlay is set in every slice view of the scene.
+    """
+    m = float(limit) if limit is not None else symmetric_limit(su.arrayFromVolume(heatmap_node), percentile)
+    if heatmap_node.GetDisplayNode() is None:
+        heatmap_node.CreateDefaultDisplayNodes()
+    display = heatmap_node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(diverging_color_node(heatmap_node.GetScene()).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(-m, m)
+    display.SetInterpolate(True)
+    set_slice_layers(heatmap_node.GetScene(), background_node, heatmap_node, opacity)
+    return display
+
+
+def set_slice_layers(scene: Any, background_node: Any = None, foreground_node: Any = None, opacity: float = 0.6,
+                     label_node: Any = None) -> None:
+    """Put background / foreground / label volumes in every slice view (slicer.util's helper in the app)."""
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    for comp in composites:
+        if background_node is not None:
+            comp.SetBackgroundVolumeID(background_node.GetID())
+        if foreground_node is not None:
+            comp.SetForegroundVolumeID(foreground_node.GetID())
+            comp.SetForegroundOpacity(float(opacity))
+        if label_node is not None:
+            comp.SetLabelVolumeID(label_node.GetID())
+
+
+def add_heatmap_volume_rendering(
+    heatmap_node: Any,
+    limit: float | None = None,
+    hidden_fraction: float = 0.2,
+    max_opacity: float = 0.6,
+    visible: bool = True,
+) -> Any:
+    """Volume-render a signed heatmap: |value| < hidden_fraction * m is invisible, ±m is opaque red / blue.
+
+    Returns the volume rendering display node (its volume property holds the two transfer functions).
+    """
+    ctx = get_context()
+    m = float(limit) if limit is not None else symmetric_limit(su.arrayFromVolume(heatmap_node))
+    vr_logic = ctx.logic("VolumeRendering")
+    display = vr_logic.GetFirstVolumeRenderingDisplayNode(heatmap_node)
+    if display is None:
+        display = vr_logic.CreateDefaultVolumeRenderingNodes(heatmap_node)
+    prop = display.GetVolumePropertyNode().GetVolumeProperty()
+    h = hidden_fraction * m
+    opacity = vtkPiecewiseFunction()
+    opacity.AddPoint(-m, max_opacity)
+    opacity.AddPoint(-h, 0.0)
+    opacity.AddPoint(h, 0.0)
+    opacity.AddPoint(m, max_opacity)
+    prop.SetScalarOpacity(opacity)
+    # Saturated ends from the first zero-opacity value on, so a faint red never fades into white.
+    color = vtkColorTransferFunction()
+    lo, hi = DIVERGING_COLORS[0][1:], DIVERGING_COLORS[-1][1:]
+    color.AddRGBPoint(-m, *lo)
+    color.AddRGBPoint(-h, *lo)
+    color.AddRGBPoint(0.0, 1.0, 1.0, 1.0)
+    color.AddRGBPoint(h, *hi)
+    color.AddRGBPoint(m, *hi)
+    prop.SetColor(color)
+    prop.ShadeOff()
+    prop.SetInterpolationTypeToLinear()
+    display.SetVisibility(bool(visible))
+    return display
