@@ -21,7 +21,9 @@ def _torch_threads():
     except ImportError:  # the static tests run without torch
         yield
         return
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # OMP_NUM_THREADS wins (set it to 1 on a machine that is busy with other work: oversubscribed threads make
+    # small tensor operations far slower); otherwise at most 2, the size of the CI machine.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
     yield
 
 

@@ -92,3 +92,37 @@ def test_identical_reference_rows_flag_only_deviations():
     det = RoIOutlierDetector().fit(same)
     report = det.score(same[:2] + [_imp([[0.0, 0.5, 0.5, 0.0], [0.1, 0.1, 0.7, 0.1]])], ["a", "b", "c"])
     assert report.outliers == {"liver": ["c"], "kidney": []}
+
+
+def test_label_centroids_in_ras_mm():
+    from XAIExplainerLib.graph import label_centroids_mm
+    from XAIExplainerLib.volume import Volume
+
+    arr = np.zeros((4, 5, 6), np.uint8)
+    arr[1:3, 2, 4] = 7  # voxels (i=4, j=2, k=1..2): centre k = 1.5
+    vol = Volume(arr, spacing=(2.0, 3.0, 4.0), origin=(10.0, 20.0, 30.0))
+    c = label_centroids_mm(vol, {7: "seven", 0: "background", 9: "missing"})
+    assert c["seven"] == pytest.approx((-(10 + 4 * 2.0), -(20 + 2 * 3.0), 30 + 1.5 * 4.0))  # LPS -> RAS
+    assert "background" in c and "missing" not in c
+
+
+def test_figures_do_not_touch_pyplot_state(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from XAIExplainerLib.figures import attribution_slices, draw_graph, matrix_heatmap
+
+    before = plt.get_fignums()
+    imp = _imp([[0.1, 0.6, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0]], absent=["kidney"])
+    matrix_heatmap(imp.matrix, imp.class_names, imp.roi_names, tmp_path / "m.png")
+    draw_graph(importance_graph(imp, threshold=0.8), tmp_path / "g.png")
+    rng = np.random.default_rng(0)
+    labels = np.zeros((8, 9, 10), int)
+    labels[2:5, 3:6, 4:8] = 1
+    attribution_slices(rng.normal(size=(8, 9, 10)), rng.normal(size=(8, 9, 10)), labels, 1, tmp_path / "s.png")
+    assert plt.get_fignums() == before
+    from PIL import Image
+
+    for name in ("m.png", "g.png", "s.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+            assert len(set(im.convert("L").getdata())) > 10  # something was drawn, not a blank canvas

@@ -171,3 +171,40 @@ def test_unknown_method_option_is_a_clear_error():
         explain_volume(phantom(), tiny_model(), method="vanilla_gradient", method_params={"n_samples": 3})
     with pytest.raises(UnknownMethodError, match="smoothgrad"):
         explain_volume(phantom(), tiny_model(), method="gradcam")
+
+
+def test_kernel_shap_semantic_reuses_prediction_and_gives_one_hot_rows():
+    """f̂_c of the voxel-wise linear model depends only on segment c: its Shapley values vanish elsewhere."""
+    from XAIExplainerLib.attribution.kernel_shap import kernel_shap_semantic
+
+    expl = explain_volume(phantom(), tiny_model(), method=kernel_shap_semantic, classes=["soft", "bone"],
+                          method_params={"n_samples": 64})
+    np.testing.assert_allclose(expl.matrix, [[0, 1, 0, 0], [0, 0, 1, 0]], atol=1e-6)
+    assert expl.provenance["params"]["label_map"] == "given"  # the pipeline passed the clean prediction
+
+
+def test_cancel_stops_the_pipeline_and_nothing_is_written(tmp_path):
+    from XAIExplainerLib.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        explain_volume(phantom(), tiny_model(), method="smoothgrad", method_params={"n_samples": 4},
+                       cancel=lambda: True)
+
+
+def test_mean_variant_and_top_k_graph():
+    expl = explain_volume(phantom(), tiny_model(), method=input_x_gradient, classes=["bone"], variant="mean",
+                          graph_top_k=1, graph_threshold=None)
+    assert expl.variant == "mean" and expl.context_ratio == {}
+    # mean attribution per RoI: the bone row is the mean of w·x over the bone segment, 0 elsewhere
+    heat_mass = expl.importance.matrix[0]
+    assert np.count_nonzero(heat_mass) == 1
+    # bone voxels have 0.6 < t <= (800 + 1024) / 2048 (linear resampling blurs the block edge), and w_bone = 2
+    assert 2 * 0.6 < heat_mass[2] <= 2 * 1824 / 2048 + 1e-6
+    assert list(expl.graph.in_edges("bone")) == [("bone", "bone")]
+
+
+def test_roi_names_without_rois_is_an_error():
+    from XAIExplainerLib.errors import XAIExplainerError
+
+    with pytest.raises(XAIExplainerError, match="pass rois as well"):
+        explain_volume(phantom(), tiny_model(), method=input_x_gradient, roi_names={1: "left"})

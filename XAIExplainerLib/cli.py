@@ -16,10 +16,10 @@ from .errors import XAIExplainerError
 def _segment(args: argparse.Namespace) -> int:
     from .models import SegmentationModel
     from .progress import cli_progress
-    from .volume import read_volume, write_volume
+    from .volume import ensure_finite, read_volume, write_volume
 
     output = Path(args.output)
-    volume = read_volume(args.input)
+    volume = ensure_finite(read_volume(args.input))  # fail before the model loads and the progress bar starts
     model = SegmentationModel.load(args.model, device=args.device)
     report, close = cli_progress(args.progress_lines, "segment")
     try:

@@ -213,6 +213,11 @@ def explain_volume(
         if not isinstance(rois, Volume):
             raise InvalidVolumeError(f"rois must be a Volume label map, got {type(rois).__name__}.")
         require_same_grid(volume, rois, "RoI map")
+    if roi_names is not None and rois is None:
+        from .errors import XAIExplainerError
+
+        raise XAIExplainerError("roi_names name the labels of an RoI map; pass rois as well (the predicted segments "
+                                "are named by the model's label names).")
     fn = resolve_method(method)
     method_name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
     params = dict(method_params or {})
@@ -297,6 +302,10 @@ def explain_volume(
     names_by_id = dict(zip(importance.roi_ids, importance.roi_names))
     try:
         centroids = label_centroids_mm(roi_input, names_by_id)
+        # classes that are not RoIs (atlas RoIs given) sit at the centroid of their predicted segment
+        own = {c: n for c, n in zip(target.classes, target.names) if n not in centroids}
+        if own:
+            centroids.update(label_centroids_mm(labels_input, own))
     except Exception:  # noqa: BLE001 - positions are cosmetic; the graph is drawn with a layout instead
         centroids = {}
     graph = importance_graph(importance, top_k=graph_top_k, threshold=graph_threshold, centroids_mm=centroids)

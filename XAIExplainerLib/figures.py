@@ -60,7 +60,8 @@ def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance gra
     """
     import networkx as nx
 
-    nodes = list(g.nodes)
+    # RoIs without a kept edge carry no information in the picture; classes are always shown
+    nodes = [n for n in g.nodes if g.degree(n) > 0 or "class" in str(g.nodes[n].get("kind", ""))]
     placed = [n for n in nodes if "x" in g.nodes[n]]
     if len(placed) >= 2:
         pos = {n: (g.nodes[n]["x"], g.nodes[n]["z"]) for n in placed}
@@ -70,11 +71,13 @@ def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance gra
         for i, n in enumerate(rest):
             pos[n] = (min(xs) + span * (i + 0.5) / len(rest), min(zs) - 0.25 * max(max(zs) - min(zs), span))
     else:
-        pos = nx.circular_layout(g) if len(nodes) > 2 else {n: (i, 0) for i, n in enumerate(nodes)}
+        sub = g.subgraph(nodes)
+        pos = nx.circular_layout(sub) if len(nodes) > 2 else {n: (i, 0) for i, n in enumerate(nodes)}
     fig = _figure(7, 6)
     ax = fig.add_subplot(1, 1, 1)
     weights = [d.get("weight", 0.0) for _, _, d in g.edges(data=True)]
     wmax = max(weights, default=1.0) or 1.0
+    size, font = (300, 7) if len(nodes) <= 30 else (110, 5)
     for u, v, d in g.edges(data=True):
         (x0, y0), (x1, y1) = pos[u], pos[v]
         w = d.get("weight", 0.0) / wmax
@@ -88,9 +91,9 @@ def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance gra
     colours = {"roi": "lightgrey", "class": "tab:green", "roi+class": "tab:olive"}
     for n in nodes:
         x, y = pos[n]
-        ax.scatter([x], [y], s=300, color=colours.get(g.nodes[n].get("kind"), "grey"), edgecolors="black",
+        ax.scatter([x], [y], s=size, color=colours.get(g.nodes[n].get("kind"), "grey"), edgecolors="black",
                    zorder=2, alpha=0.4 if g.nodes[n].get("absent") else 1.0)
-        ax.text(x, y, str(n), fontsize=7, ha="center", va="bottom", zorder=3)
+        ax.text(x, y, str(n), fontsize=font, ha="center", va="bottom", zorder=3)
     ax.set_title(title + "\n(arrow b → a: share of class a's attribution in RoI b; ring: context ratio)", fontsize=9)
     ax.set_axis_off()
     ax.margins(0.15)

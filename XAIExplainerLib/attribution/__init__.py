@@ -7,6 +7,7 @@ maps (B, C_in, D, H, W) to logits (B, C, D, H, W), ``x`` is one volume (1, C_in,
 from typing import Callable
 
 from .gradients import SlidingWindow, integrated_gradients, smoothgrad, vanilla_gradient
+from .kernel_shap import KERNEL_SHAP_METHODS, kernel_shap, kernel_shap_cubes, kernel_shap_semantic
 from .result import AttributionResult
 from .targets import ClassAggregate
 
@@ -14,6 +15,7 @@ ATTRIBUTION_METHODS: "dict[str, Callable[..., AttributionResult]]" = {
     "vanilla_gradient": vanilla_gradient,
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
+    **KERNEL_SHAP_METHODS,  # kernel_shap_cubes, kernel_shap_semantic
 }
 
 __all__ = [
@@ -22,6 +24,9 @@ __all__ = [
     "ClassAggregate",
     "SlidingWindow",
     "integrated_gradients",
+    "kernel_shap",
+    "kernel_shap_cubes",
+    "kernel_shap_semantic",
     "smoothgrad",
     "vanilla_gradient",
 ]

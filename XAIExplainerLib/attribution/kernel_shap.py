@@ -95,7 +95,9 @@ def _check_coalitions(coalitions, n_features: int) -> "torch.Tensor":
         coalitions = torch.from_numpy(coalitions)
     if not isinstance(coalitions, torch.Tensor) or coalitions.ndim != 2 or coalitions.shape[1] != n_features:
         shape = tuple(coalitions.shape) if hasattr(coalitions, "shape") else type(coalitions).__name__
-        raise ValueError(f"coalitions must be a binary (S, {n_features}) tensor (one column per supervoxel), got {shape}.")
+        raise ValueError(
+            f"coalitions must be a binary (S, {n_features}) tensor (one column per supervoxel), got {shape}."
+        )
     if not bool(((coalitions == 0) | (coalitions == 1)).all()):
         raise ValueError("coalitions must hold only 0 (feature set to the baseline) and 1 (feature kept).")
     if coalitions.shape[0] < 2:
@@ -107,7 +109,8 @@ def _check_coalitions(coalitions, n_features: int) -> "torch.Tensor":
 def _model_device(model) -> "torch.device | None":
     import torch
 
-    device = getattr(model, "device", None)
+    owner = getattr(model, "__self__", model)  # a bound method such as SegmentationModel.logits
+    device = getattr(owner, "device", None)
     if isinstance(device, torch.device):
         return device
     if isinstance(model, torch.nn.Module):
@@ -282,11 +285,28 @@ def kernel_shap(
     )
 
 
-def kernel_shap_cubes(model, x, target, *, n_cubes: int = 512, n_samples: int = 1000, **kwargs) -> AttributionResult:
-    """Agg2Exp's KernelSHAP on a grid of cubes (512 = 8³ by default, 1000 coalitions)."""
+def kernel_shap_cubes(
+    model,
+    x: "torch.Tensor",
+    target,
+    *,
+    n_cubes: int = 512,
+    n_samples: int = 1000,
+    baseline: "float | torch.Tensor" = 0.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: Any = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    autocast: bool | None = None,
+) -> AttributionResult:
+    """Agg2Exp's KernelSHAP on a grid of cubes (512 = 8³ by default, 1000 coalitions), all classes at once."""
     _check_input_shape(x)
     supervoxels = cube_supervoxels(x.shape[2:], n_cubes)
-    result = kernel_shap(model, x, target, supervoxels=supervoxels, n_samples=n_samples, **kwargs)
+    result = kernel_shap(
+        model, x, target, supervoxels=supervoxels, n_samples=n_samples, baseline=baseline, seed=seed,
+        batch_size=batch_size, device=device, progress=progress, cancel=cancel, autocast=autocast,
+    )
     result.method = "kernel_shap_cubes"
     result.params["n_cubes"] = int(n_cubes)
     result.params["cubes_per_axis"] = cube_grid_size(n_cubes)
@@ -294,7 +314,19 @@ def kernel_shap_cubes(model, x, target, *, n_cubes: int = 512, n_samples: int = 
 
 
 def kernel_shap_semantic(
-    model, x, target, *, label_map=None, n_samples: int = 200, **kwargs
+    model,
+    x: "torch.Tensor",
+    target,
+    *,
+    label_map=None,
+    n_samples: int = 200,
+    baseline: "float | torch.Tensor" = 0.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: Any = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    autocast: bool | None = None,
 ) -> AttributionResult:
     """Agg2Exp's KernelSHAP on semantic supervoxels: one feature per label of the clean prediction (200 coalitions).
 
@@ -305,12 +337,15 @@ def kernel_shap_semantic(
     _check_input_shape(x)
     extra = 0
     if label_map is None:
-        xin = _prepare_input(model, x, kwargs.get("device"))
+        xin = _prepare_input(model, x, device)
         with torch.no_grad():
             label_map = model(xin)[0].argmax(0).cpu()
         extra = 1
     supervoxels = semantic_supervoxels(label_map)
-    result = kernel_shap(model, x, target, supervoxels=supervoxels, n_samples=n_samples, **kwargs)
+    result = kernel_shap(
+        model, x, target, supervoxels=supervoxels, n_samples=n_samples, baseline=baseline, seed=seed,
+        batch_size=batch_size, device=device, progress=progress, cancel=cancel, autocast=autocast,
+    )
     result.method = "kernel_shap_semantic"
     result.n_model_evaluations += extra
     result.params["label_map"] = "given" if extra == 0 else "clean prediction (argmax)"

@@ -64,7 +64,7 @@ def _resolve_classes(
     return out
 
 
-@dataclass
+@dataclass(eq=False)
 class ClassAggregate:
     """The Agg2Exp target f̂_c for several classes at once: ``output (B,C,D,H,W) -> scores (B,K)``.
 
@@ -76,9 +76,9 @@ class ClassAggregate:
 
     classes: list[int]
     names: list[str]
-    masks: "torch.Tensor"  # bool (K, D, H, W)
+    masks: "torch.Tensor" = field(repr=False)  # bool (K, D, H, W)
     reduction: str = "sum"
-    absent: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list, init=False)  # derived from the masks
 
     def __post_init__(self) -> None:
         if self.reduction not in REDUCTIONS:
@@ -93,7 +93,7 @@ class ClassAggregate:
         sizes = self.masks.flatten(1).sum(1)
         self.absent = [name for name, size in zip(self.names, sizes.tolist()) if size == 0]
         self._weights: dict = {}  # (device, dtype) -> float weights (K, D, H, W), cached for speed
-        self._norm = [int(s) for s in sizes.tolist()]  # divisor of the "mean" reduction (full-volume mask sizes)
+        self._norm = [int(s) for s in sizes.tolist()]  # divisor of the "mean" reduction
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -162,22 +162,6 @@ class ClassAggregate:
                 w = w / sizes.view(-1, 1, 1, 1)
             self._weights[key] = w
         return self._weights[key]
-
-    def crop(self, slices: "tuple[slice, slice, slice]") -> "ClassAggregate":
-        """The same target restricted to a sub-block (a sliding window).
-
-        Masks are cropped; the ``mean`` divisor stays the *full* mask size, so the scores of disjoint blocks add
-        up to the full-volume score.
-        """
-        sub = ClassAggregate(
-            classes=list(self.classes),
-            names=list(self.names),
-            masks=self.masks[(slice(None),) + tuple(slices)],
-            reduction=self.reduction,
-        )
-        sub.absent = list(self.absent)
-        sub._norm = list(self._norm)
-        return sub
 
     # ------------------------------------------------------------------ scoring
     def __call__(self, output: "torch.Tensor") -> "torch.Tensor":
