@@ -26,7 +26,8 @@ def torchscript_model(tmp_path):
     return tmp_path / "threshold.ts"
 
 
-def test_segment_writes_labels_and_probabilities_on_the_input_grid(tmp_path, torchscript_model, oblique_volume):
+def test_segment_writes_labels_and_probabilities_on_the_input_grid(tmp_path, torchscript_model, oblique_volume,
+                                                                  capsys):
     z, y, x = np.mgrid[0:20, 0:24, 0:30]
     ct = Volume(np.where(x >= 15, 300.0, -300.0).astype(np.float32), spacing=(1.2, 1.0, 2.0),
                 origin=oblique_volume.origin, direction=oblique_volume.direction)
@@ -35,6 +36,9 @@ def test_segment_writes_labels_and_probabilities_on_the_input_grid(tmp_path, tor
                  "--output", str(tmp_path / "out" / "labels.nii.gz"), "--probabilities", str(tmp_path / "probs"),
                  "--device", "cpu", "--progress-lines"])
     assert code == 0
+    progress = [line.split(" ", 2) for line in capsys.readouterr().out.splitlines() if line.startswith("PROGRESS ")]
+    fractions = [float(p[1]) for p in progress]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)  # for Slicer's bar
     labels = read_volume(tmp_path / "out" / "labels.nii.gz")
     assert labels.same_grid(ct, tol=1e-4)
     interior = labels.array[2:-2, 2:-2, 2:-2]

@@ -99,6 +99,9 @@ def summarise(output: Path, folder: Path, explanation, dice: dict[str, float], s
     print("  " + ", ".join(f"{name} {score:.2f}" for name, score in dice.items()))
     print("Most important RoIs per explained class (share of |attribution| mass):")
     for row, name in enumerate(explanation.class_names):
+        if name in explanation.absent_classes:
+            print(f"  {name:>12}: not predicted anywhere in this scan, so there is nothing to explain")
+            continue
         weights = explanation.matrix[row]
         top = np.argsort(weights)[::-1][:3]
         print(f"  {name:>12}: " + ", ".join(f"{explanation.roi_names[j]} {weights[j]:.2f}" for j in top))
