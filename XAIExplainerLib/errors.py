@@ -68,3 +68,7 @@ class CohortError(XAIExplainerError, ValueError):
 
 class MethodParameterError(XAIExplainerError, ValueError):
     """An option was passed to an attribution method that does not take it."""
+
+
+class SceneInputError(XAIExplainerError, ValueError):
+    """Results handed to the Slicer bridge do not fit together (matrix shape vs names, unknown RoI ids...)."""

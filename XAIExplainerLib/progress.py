@@ -26,3 +26,24 @@ def cli_progress(machine_readable: bool, description: str = "") -> tuple[Progres
         bar.set_postfix_str(message, refresh=True)
 
     return report, bar.close
+
+
+PROGRESS_PREFIX = "PROGRESS "
+
+
+def parse_progress_line(line: str) -> tuple[float, str] | None:
+    """Inverse of the machine-readable ``report``: ``(fraction, message)`` for a ``PROGRESS`` line, else ``None``.
+
+    The Slicer module reads the CLI's stdout line by line; any other line (results, warnings) is log text.
+    """
+    text = line.rstrip("\r\n")
+    if not text.startswith(PROGRESS_PREFIX):
+        return None
+    number, _, message = text[len(PROGRESS_PREFIX):].partition(" ")
+    try:
+        fraction = float(number)
+    except ValueError:
+        return None
+    if fraction != fraction:  # NaN is not a position on a progress bar
+        return None
+    return min(max(fraction, 0.0), 1.0), message

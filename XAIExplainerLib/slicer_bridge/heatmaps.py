@@ -45,10 +45,11 @@ def diverging_color_node(scene: Any = None, transparent_fraction: float = 0.04, 
     opacity ramps to 1 by twice that, so overlays show the anatomy where attributions are negligible.
     """
     scene = scene or get_context().scene
-    existing = scene.GetFirstNodeByName(DIVERGING_TABLE_NAME)
+    name = DIVERGING_TABLE_NAME if transparent_fraction == 0.04 else f"{DIVERGING_TABLE_NAME} {transparent_fraction:g}"
+    existing = scene.GetFirstNodeByName(name)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
-    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DIVERGING_TABLE_NAME)
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     node.SetNumberOfColors(n_colors)
     node.SetAttribute("Category", "XAIExplainer")
@@ -81,16 +82,18 @@ def show_heatmap(
     opacity: float = 0.6,
     limit: float | None = None,
     percentile: float | None = None,
+    transparent_fraction: float = 0.04,
 ) -> Any:
     """Style ``heatmap_node`` with the diverging table and window [-m, m]; overlay it on ``background_node``.
 
-    Returns the heatmap's display node. The overlay is set in every slice view of the scene.
+    Returns the heatmap's display node. The overlay is set in every slice view of the scene. Values with
+    |v| < ``transparent_fraction`` * m are see-through (raise it for noisy gradient maps).
     """
     m = float(limit) if limit is not None else symmetric_limit(su.arrayFromVolume(heatmap_node), percentile)
     if heatmap_node.GetDisplayNode() is None:
         heatmap_node.CreateDefaultDisplayNodes()
     display = heatmap_node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(diverging_color_node(heatmap_node.GetScene()).GetID())
+    display.SetAndObserveColorNodeID(diverging_color_node(heatmap_node.GetScene(), transparent_fraction).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(-m, m)
     display.SetInterpolate(True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-__all__ = ["ATTRIBUTE_PREFIX", "get_provenance", "set_provenance"]
+__all__ = ["ATTRIBUTE_PREFIX", "get_provenance", "provenance_attributes", "set_provenance"]
 
 ATTRIBUTE_PREFIX = "XAIExplainer."
 
@@ -17,12 +17,18 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
+def provenance_attributes(provenance: Mapping[str, Any], **extra: Any) -> dict[str, str]:
+    """The attribute name -> text pairs that :func:`set_provenance` writes (for nodes that are redrawn later)."""
+    record = {**dict(provenance), **extra}
+    attributes = {ATTRIBUTE_PREFIX + str(key): _as_text(value) for key, value in record.items()}
+    attributes[ATTRIBUTE_PREFIX + "provenance"] = json.dumps(record, sort_keys=True, default=str)
+    return attributes
+
+
 def set_provenance(node: Any, provenance: Mapping[str, Any], **extra: Any) -> Any:
     """Attach method, parameters, seed, model (and anything else given) to ``node`` as attributes."""
-    record = {**dict(provenance), **extra}
-    for key, value in record.items():
-        node.SetAttribute(ATTRIBUTE_PREFIX + str(key), _as_text(value))
-    node.SetAttribute(ATTRIBUTE_PREFIX + "provenance", json.dumps(record, sort_keys=True, default=str))
+    for key, value in provenance_attributes(provenance, **extra).items():
+        node.SetAttribute(key, value)
     return node
 
 

@@ -7,6 +7,7 @@ offscreen OpenGL window. Outside Slicer without a display, EGL is chosen (``VTK_
 """
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "OffscreenSliceView",
     "OffscreenThreeDView",
     "offscreen_rendering_available",
+    "render_3d",
+    "render_slice",
     "save_png",
     "tile_images",
 ]
@@ -75,6 +78,7 @@ def _render_window(size: Sequence[int], interactor: bool = True) -> tuple[vtkRen
 
 
 _availability: tuple[bool, str] | None = None
+_view_counter = itertools.count(1)
 
 
 def offscreen_rendering_available() -> tuple[bool, str]:
@@ -148,8 +152,10 @@ class OffscreenSliceView:
     can show different heatmaps over the same background (the comparison layout).
     """
 
-    def __init__(self, name: str = "Red", orientation: str = "Axial", size: Sequence[int] = (400, 400)):
+    def __init__(self, name: str | None = None, orientation: str = "Axial", size: Sequence[int] = (400, 400)):
         ctx = get_context()
+        if name is None:  # a slice node's layout name is a singleton tag: reusing one after close() renders black
+            name = f"XAIExplainerSlice{next(_view_counter)}"
         self.size = (int(size[0]), int(size[1]))
         self.renderer, self.window = _render_window(self.size)
         self.renderer.GetActiveCamera().ParallelProjectionOn()
@@ -213,18 +219,25 @@ class OffscreenSliceView:
         return _grab(self.window)
 
     def close(self) -> None:
+        """Release the window and remove the view's own nodes (slice, composite) from the scene."""
         ctx = get_context()
         ctx.app_logic.GetSliceLogics().RemoveItem(self.logic)
         self.managers.SetMRMLDisplayableNode(None)
         self.window.Finalize()
+        scene = self.slice_node.GetScene()
+        if scene is not None:
+            scene.RemoveNode(self.composite)
+            scene.RemoveNode(self.slice_node)
 
 
 class OffscreenThreeDView:
     """A 3D view rendered offscreen through Slicer's 3D displayable managers."""
 
-    def __init__(self, name: str = "1", size: Sequence[int] = (400, 400), background=(0.0, 0.0, 0.0),
+    def __init__(self, name: str | None = None, size: Sequence[int] = (400, 400), background=(0.0, 0.0, 0.0),
                  box: bool = False):
         ctx = get_context()
+        if name is None:  # a view node's layout name is a singleton tag: a second "1" would not be added
+            name = f"XAIExplainer3D{next(_view_counter)}"
         self.renderer, self.window = _render_window(size)
         factory = slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance()
         for manager in _THREE_D_MANAGERS:
@@ -265,7 +278,64 @@ class OffscreenThreeDView:
         return _grab(self.window)
 
     def close(self) -> None:
+        """Release the window and remove the view's own nodes (view, camera) from the scene."""
         ctx = get_context()
         ctx.app_logic.GetViewLogics().RemoveItem(self.logic)
         self.managers.SetMRMLDisplayableNode(None)
         self.window.Finalize()
+        scene = self.view_node.GetScene()
+        if scene is not None:
+            name = self.view_node.GetLayoutName()
+            cameras = [scene.GetNthNodeByClass(i, "vtkMRMLCameraNode")
+                       for i in range(scene.GetNumberOfNodesByClass("vtkMRMLCameraNode"))]
+            for camera in cameras:
+                if camera.GetLayoutName() == name:
+                    scene.RemoveNode(camera)
+            scene.RemoveNode(self.view_node)
+
+
+def render_slice(
+    background: Any,
+    foreground: Any = None,
+    offset: float | None = None,
+    orientation: str = "Axial",
+    size: Sequence[int] = (400, 400),
+    opacity: float = 0.6,
+    label: Any = None,
+    caption: str = "",
+    path: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """One offscreen slice view of ``background`` with ``foreground`` (e.g. a heatmap) blended on top.
+
+    ``offset`` is the slice position in mm along the view normal (RAS z for axial); None keeps the fitted
+    centre. Returns (H, W, 3) uint8 and writes a PNG when ``path`` is given.
+    """
+    view = OffscreenSliceView(orientation=orientation, size=size)
+    try:
+        view.set_layers(background, foreground, opacity, label).fit(offset).set_caption(caption)
+        rgb = view.render()
+    finally:
+        view.close()
+    if path is not None:
+        save_png(rgb, path)
+    return rgb
+
+
+def render_3d(
+    direction: str = "anterior",
+    size: Sequence[int] = (400, 400),
+    azimuth: float = 0.0,
+    elevation: float = 0.0,
+    zoom: float = 1.0,
+    background: Sequence[float] = (0.0, 0.0, 0.0),
+    path: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """One offscreen 3D view of everything visible in the scene (volume renderings, segmentations, markups)."""
+    view = OffscreenThreeDView(size=size, background=tuple(background))
+    try:
+        rgb = view.look_from(direction, azimuth, elevation, zoom).render()
+    finally:
+        view.close()
+    if path is not None:
+        save_png(rgb, path)
+    return rgb
