@@ -133,14 +133,16 @@ def test_graph_markups_at_segment_centroids(scene_data):
     labels = scene_data.vols["labels"]
     graph = sb.show_roi_graph(labels, ROI_NAMES, MATRIX, CLASS_NAMES, top_k=None, threshold=0.95, name="g")
     points = graph.points
-    assert points.GetNumberOfControlPoints() == len(ROI_NAMES)
-    for v, name in enumerate(ROI_NAMES):
+    # label 0 ("background": the space outside every RoI) has no anatomical place, so no point and no edges
+    assert points.GetNumberOfControlPoints() == len(ROI_NAMES) - 1
+    assert points.GetControlPointIndexByLabel("background") < 0
+    for v, name in enumerate(ROI_NAMES[1:], start=1):
         idx = points.GetControlPointIndexByLabel(name)
         pos = np.zeros(3)
         points.GetNthControlPointPositionWorld(idx, pos)
         np.testing.assert_allclose(pos, _numpy_centroid_ras(labels, v), atol=1e-3)
     expected = [(ROI_NAMES[j], c, MATRIX[k, j]) for k, c in enumerate(CLASS_NAMES)
-                for j in select_edges(MATRIX[k], None, 0.95) if ROI_NAMES[j] != c]
+                for j in select_edges(MATRIX[k], None, 0.95) if ROI_NAMES[j] not in (c, "background")]
     assert len(expected) == 4
     assert sorted(graph.edges) == sorted(expected)
     assert len(graph.lines) == len(expected)

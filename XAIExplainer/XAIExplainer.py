@@ -244,6 +244,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.topKSliderWidget.connect("valueChanged(double)", self.onGraphSettingsChanged)
         self.ui.graphThresholdSliderWidget.connect("valueChanged(double)", self.onGraphSettingsChanged)
         self.ui.heatmapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapSelected)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         # only heatmaps (tagged by the bridge's provenance) are offered in the Results section
         self.ui.heatmapSelector.addAttribute("vtkMRMLScalarVolumeNode", "XAIExplainer.result", "heatmap")
         self.ui.progressBar.setRange(0, 1000)
@@ -403,6 +404,16 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to show the heatmap."), waitCursor=True):
             self.logic.showHeatmap(node, self._parameterNode.inputVolume if self._parameterNode else None)
+
+    def onCompareButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the heatmap comparison."), waitCursor=True):
+            heatmaps = self.logic.heatmapNodes(self._results)
+            if not heatmaps:
+                raise ValueError(_("No heatmaps to compare: run Explain first."))
+            background = self._parameterNode.inputVolume if self._parameterNode else None
+            if background is None:
+                raise ValueError(_("Select the input volume the heatmaps explain."))
+            self.logic.showComparison(heatmaps, background)
 
 
 #
@@ -792,6 +803,27 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         from XAIExplainerLib.slicer_bridge.heatmaps import show_heatmap
 
         show_heatmap(heatmapNode, backgroundNode)
+
+    @staticmethod
+    def heatmapNodes(results: Optional[dict] = None) -> list:
+        """The heatmaps of ``results`` (an explanation's nodes), else every heatmap the module put in the scene."""
+        if results:
+            nodes = [n for k, n in results.items() if k.startswith("heatmap:") and n.GetScene() is not None]
+            if nodes:
+                return nodes
+        return [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                if n.GetAttribute("XAIExplainer.result") == "heatmap"]
+
+    @staticmethod
+    def showComparison(heatmapNodes: list, backgroundNode, labels: Optional[list] = None,
+                       orientation: str = "Axial"):
+        """Show the heatmaps side by side over ``backgroundNode`` in linked slice views (one per heatmap).
+
+        Returns the bridge's ComparisonLayout (slice node ids, composite nodes, layout id).
+        """
+        from XAIExplainerLib.slicer_bridge.comparison import comparison_layout
+
+        return comparison_layout(list(heatmapNodes), backgroundNode, labels=labels, orientation=orientation)
 
 
 #

@@ -4,6 +4,13 @@ Works inside the Slicer application (on ``slicer.mrmlScene``) and outside it wit
 from :func:`create_headless_scene`). This is the only part of XAIExplainerLib that imports slicer or vtk;
 import it only where Slicer (or slicer-core) is available.
 """
+from .comparison import (
+    COMPARISON_LAYOUT_ID,
+    ComparisonLayout,
+    comparison_layout,
+    comparison_layout_xml,
+    render_comparison,
+)
 from .explanation import add_explanation_to_scene, add_segmentation_node, label_color_node
 from .graph import RoIGraphNodes, edge_style, show_roi_graph, update_roi_graph
 from .heatmaps import (
@@ -29,7 +36,8 @@ from .scene import SlicerContext, create_headless_scene, get_context, in_slicer_
 from .volumes import LPS_TO_RAS, add_volume_node, node_ijk_to_ras, update_volume_node, volume_from_node
 
 __all__ = [
-    "ATTRIBUTE_PREFIX", "DIVERGING_COLORS", "LPS_TO_RAS", "OffscreenSliceView", "OffscreenThreeDView",
+    "ATTRIBUTE_PREFIX", "COMPARISON_LAYOUT_ID", "ComparisonLayout", "comparison_layout", "comparison_layout_xml",
+    "render_comparison", "DIVERGING_COLORS", "LPS_TO_RAS", "OffscreenSliceView", "OffscreenThreeDView",
     "RoIGraphNodes", "SlicerContext", "add_explanation_to_scene", "add_heatmap_volume_rendering",
     "add_segmentation_node", "add_volume_node", "create_headless_scene", "diverging_color_node", "edge_style",
     "get_context", "get_provenance", "in_slicer_application", "label_color_node", "matrix_chart",

@@ -113,7 +113,8 @@ def show_roi_graph(
 
     ``roi_ids[j]`` is the label value of RoI ``roi_names[j]`` in ``roi_labels`` (default: j). A class that is
     not an RoI is placed at ``extra_positions[class]`` (RAS mm) or, if missing, its edges are not drawn. RoIs
-    absent from the label map get no point.
+    absent from the label map get no point, and neither does label 0 (the space outside every RoI, e.g.
+    "background"/"unlabelled"): its centroid is a meaningless point in the middle of the anatomy.
     """
     m = np.asarray(matrix, dtype=np.float64)
     roi_names, class_names = [str(n) for n in roi_names], [str(n) for n in class_names]
@@ -124,7 +125,7 @@ def show_roi_graph(
             f"with one label value per RoI ({len(ids)} given)."
         )
     positions = {k: tuple(map(float, v)) for k, v in (extra_positions or {}).items()}
-    positions.update(label_centroids_mm(roi_labels, dict(zip(ids, roi_names))))
+    positions.update(label_centroids_mm(roi_labels, {i: n for i, n in zip(ids, roi_names) if i != 0}))
     scene = scene or get_context().scene
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{name} nodes")
     points.CreateDefaultDisplayNodes()

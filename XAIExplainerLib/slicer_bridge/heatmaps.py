@@ -101,12 +101,22 @@ def show_heatmap(
     return display
 
 
+#: Layout-name prefix of the comparison views (defined here, imported by :mod:`.comparison`).
+COMPARISON_VIEW_PREFIX = "XAICompare"
+
+
 def set_slice_layers(scene: Any, background_node: Any = None, foreground_node: Any = None, opacity: float = 0.6,
                      label_node: Any = None) -> None:
-    """Put background / foreground / label volumes in every slice view (slicer.util's helper in the app)."""
+    """Put background / foreground / label volumes in every slice view except the comparison views.
+
+    The comparison layout's views (layout names ``XAICompare*``, see :mod:`.comparison`) each show one chosen
+    heatmap; selecting another heatmap for the main views must not overwrite them.
+    """
     composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
                   for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
     for comp in composites:
+        if (comp.GetLayoutName() or "").startswith(COMPARISON_VIEW_PREFIX):
+            continue
         if background_node is not None:
             comp.SetBackgroundVolumeID(background_node.GetID())
         if foreground_node is not None:
