@@ -13,30 +13,28 @@ sharing work between classes instead of re-running the model per class as captum
   sample needs (see :mod:`._batching`); CUDA out-of-memory halves the batch down to 1, then raises
   :class:`~XAIExplainerLib.errors.DeviceError`.
 * **CUDA autocast** (bfloat16) by default on GPU; scores are summed in float32.
+* **Fused Swin window attention** (``fused_attention=True``): MONAI's WindowAttention runs through torch's
+  ``scaled_dot_product_attention`` for the duration of the call (same arithmetic; the shared forward and every
+  per-class backward go through it). See :mod:`XAIExplainerLib.models.fused_attention`.
 * **Sliding-window attribution** (``window=SlidingWindow(...)``): for volumes larger than the network's ROI,
   gradients are accumulated window by window and windows that contain none of the target masks are skipped.
 
 Options shared by the three methods: ``device`` (default: the model's), ``batch_size`` (default: from free
 memory), ``autocast`` (default: on for CUDA), ``window`` (``"auto"``: a SegmentationModel whose ROI differs from
 the volume is explained window by window; ``None``: differentiate ``model`` as given; or a
-:class:`SlidingWindow`), ``grad_strategy`` (``"loop"`` or ``"vmap"``), ``progress(fraction, message)`` and
-``cancel() -> bool`` (checked before every batch; raises :class:`CancelledError`).
+:class:`SlidingWindow`), ``grad_strategy`` (``"loop"`` or ``"vmap"``), ``fused_attention``,
+``progress(fraction, message)`` and ``cancel() -> bool`` (checked before every batch; raises
+:class:`CancelledError`).
 
 Noise is drawn from a ``torch.Generator`` seeded per sample from ``(seed, sample index)``, so the result does
 not depend on the batch size, and the same seed on the same device gives the same attributions.
 
 What sharing the forward can buy: with forward cost F and backward cost B per class, captum's per-class runs cost
-K·(F + B) per sample and ours F + K·B, a ratio (F + B) / (F/K + B). Measured on the CPU profile above
-F = 0.30 s, B = 0.25 s, so K = 4 gives at most ~1.7×; the backward passes are inherently per class.
-
-Microbenchmark (not a test; the full side-by-side benchmark lives in the benchmark command)::
-
-    from XAIExplainerLib.attribution.gradients import benchmark_smoothgrad_vs_captum
-    print(benchmark_smoothgrad_vs_captum(size=32, feature_size=12, n_classes=4, n_samples=20))
-
-Measured on the shared 2-core development machine (one torch thread, float32, 20 samples, all 4 classes
-predicted): ours 46.6 s wall / 31.1 s CPU with 20 model evaluations, captum NoiseTunnel(Saliency) per class
-82.9 s wall / 54.6 s CPU with 80 evaluations: 1.78× wall, 1.75× CPU time, maps equal to 1.7e-7 (relative).
+K·(F + B) per sample and ours F + K·B, a ratio (F + B) / (F/K + B): the backward passes are inherently per
+class. On the CPU profile (SwinUNETR feature size 12, 64³, batch 2, float32) F ≈ 1.4·B, so sharing alone gives
+at most ~1.9× at K = 4; fusing the attention (F 3.6 → 1.3 s, B 2.7 → 1.8 s per batch in one measurement) brings
+the measured total to 2.3× with 25 % less peak memory than captum. The side-by-side figures come from
+``xai-explainer benchmark --profile cpu --methods smoothgrad``.
 """
 from __future__ import annotations
 
@@ -53,6 +51,7 @@ from ..errors import (
     InvalidVolumeError,
     ModelCapabilityError,
 )
+from ..models.fused_attention import fused_window_attention
 from . import _batching
 from .result import AttributionResult
 
@@ -323,8 +322,36 @@ def _attribute(
     progress: Progress | None,
     cancel: Cancel | None,
     device,
+    fused_attention: bool = True,
 ):
     """Σ_i w_i ∇f̂(sample_i) for all targets; also the per-sample scores ``(n, K)`` and evaluation counts."""
+    with fused_window_attention(model, fused_attention) as n_fused:
+        acc, scores, info = _accumulate(
+            model, x, target, method=method, make_sample=make_sample, sample_weights=sample_weights,
+            batch_size=batch_size, autocast=autocast, window=window, grad_strategy=grad_strategy,
+            progress=progress, cancel=cancel, device=device,
+        )
+    info["fused_attention_modules"] = n_fused
+    return acc, scores, info
+
+
+def _accumulate(
+    model: Callable,
+    x: "torch.Tensor",
+    target: "ClassAggregate",
+    *,
+    method: str,
+    make_sample: Callable[[int], "torch.Tensor"],
+    sample_weights: Sequence[float],
+    batch_size: int | None,
+    autocast: bool | None,
+    window: SlidingWindow | None,
+    grad_strategy: str,
+    progress: Progress | None,
+    cancel: Cancel | None,
+    device,
+):
+    """The batched loop of :func:`_attribute` (with the network's attention already chosen)."""
     import torch
 
     if grad_strategy not in GRAD_STRATEGIES:
@@ -480,6 +507,7 @@ def _finish(
         attributions = attributions.float()
     params = dict(params)
     params["autocast"] = info["autocast"]
+    params["fused_attention_modules"] = info.get("fused_attention_modules", 0)
     params["largest_batch"] = info["largest_batch"]  # what the memory-based choice (or the user) ran with
     if info["windows_total"] is not None:
         params["windows_total"] = info["windows_total"]
@@ -520,6 +548,7 @@ def vanilla_gradient(
     autocast: bool | None = None,
     window: "SlidingWindow | str | None" = "auto",
     grad_strategy: str = "loop",
+    fused_attention: bool = True,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> AttributionResult:
@@ -531,7 +560,7 @@ def vanilla_gradient(
     acc, _scores, info = _attribute(
         model, x, target, method="vanilla_gradient", make_sample=lambda i: x, sample_weights=[1.0],
         batch_size=batch_size, autocast=autocast, window=window, grad_strategy=grad_strategy,
-        progress=progress, cancel=cancel, device=device,
+        progress=progress, cancel=cancel, device=device, fused_attention=fused_attention,
     )
     params = {"window": _window_params(window), "grad_strategy": grad_strategy}
     return _finish(acc, target, "vanilla_gradient", params, info, started, None)
@@ -556,6 +585,7 @@ def smoothgrad(
     autocast: bool | None = None,
     window: "SlidingWindow | str | None" = "auto",
     grad_strategy: str = "loop",
+    fused_attention: bool = True,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> AttributionResult:
@@ -595,6 +625,7 @@ def smoothgrad(
         model, x, target, method="smoothgrad", make_sample=make_sample,
         sample_weights=[1.0 / n_samples] * n_samples, batch_size=batch_size, autocast=autocast,
         window=window, grad_strategy=grad_strategy, progress=progress, cancel=cancel, device=device,
+        fused_attention=fused_attention,
     )
     params = {
         "n_samples": n_samples,
@@ -661,6 +692,7 @@ def integrated_gradients(
     autocast: bool | None = None,
     window: "SlidingWindow | str | None" = "auto",
     grad_strategy: str = "loop",
+    fused_attention: bool = True,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> AttributionResult:
@@ -694,7 +726,7 @@ def integrated_gradients(
         model, x, target, method="integrated_gradients",
         make_sample=lambda i: base + alphas[i] * delta, sample_weights=steps, batch_size=batch_size,
         autocast=autocast, window=window, grad_strategy=grad_strategy, progress=progress, cancel=cancel,
-        device=device,
+        device=device, fused_attention=fused_attention,
     )
     acc = acc * delta.to(acc.dtype)  # (K, C, D, H, W) * (1, C, D, H, W)
     n_evals = info["n_evaluations"]
@@ -702,7 +734,8 @@ def integrated_gradients(
     if alphas[0] == 0.0 and alphas[-1] == 1.0:
         f_x, f_base = scores[-1], scores[0]
     else:
-        f_x, f_base, extra = _endpoint_scores(model, x, base, target, window, device, autocast)
+        with fused_window_attention(model, fused_attention):
+            f_x, f_base, extra = _endpoint_scores(model, x, base, target, window, device, autocast)
         n_evals += extra
     info["n_evaluations"] = n_evals
     totals = acc.flatten(1).sum(1).to(torch.float64).cpu()
@@ -745,65 +778,3 @@ def _endpoint_scores(model, x, base, target, window, device, autocast):
             total += (sel * plan.window_weights(w)).flatten(1).sum(1).to(torch.float64).cpu()
         result.append(total)
     return result[0], result[1], 2 * len(plan.active)
-
-
-# --------------------------------------------------------------------------------------------- benchmark
-def benchmark_smoothgrad_vs_captum(
-    size: int = 32, feature_size: int = 12, n_classes: int = 4, n_samples: int = 20, seed: int = 0
-) -> dict[str, Any]:
-    """Wall time and model evaluations of :func:`smoothgrad` (all classes) vs captum NoiseTunnel per class.
-
-    Same SwinUNETR (random weights, batch norm so that 32³ works), same input, same noise (captum's draws are
-    replayed into :func:`smoothgrad` through ``noise=``), CPU. Returns a dict; not a test.
-    """
-    import torch
-    from captum.attr import NoiseTunnel, Saliency
-    from monai.networks.nets import SwinUNETR
-
-    torch.manual_seed(seed)
-    net = SwinUNETR(in_channels=1, out_channels=n_classes, feature_size=feature_size, norm_name="batch").eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(1, 1, size, size, size)
-    from .targets import ClassAggregate
-
-    with torch.no_grad():  # centre the output bias so that every class is predicted somewhere (no skipped class)
-        net.out.conv.conv.bias.sub_(net(x).mean((0, 2, 3, 4)))
-        target = ClassAggregate.from_logits(net(x))
-    sigma = smoothgrad_noise_std(x, 0.1)
-    counter = {"n": 0}
-
-    def counted(inp):
-        counter["n"] += inp.shape[0]
-        return net(inp)
-
-    torch.manual_seed(seed + 1)  # captum's NoiseTunnel draws its noise with this one call: replay it for us
-    noise = torch.normal(0, torch.tensor(sigma).repeat((n_samples,) + tuple(x.shape[1:])))
-    captum_maps, t0, c0 = [], time.perf_counter(), time.process_time()
-    for k in range(target.num_targets):
-        torch.manual_seed(seed + 1)
-        nt = NoiseTunnel(Saliency(lambda inp, k=k: target(counted(inp))[:, k]))
-        captum_maps.append(
-            nt.attribute(x, nt_type="smoothgrad", nt_samples=n_samples, stdevs=sigma, abs=False)[0, 0]
-        )
-    captum_seconds, captum_cpu, captum_evals = time.perf_counter() - t0, time.process_time() - c0, counter["n"]
-    counter["n"] = 0
-    c0 = time.process_time()
-    ours = smoothgrad(counted, x, target, noise=noise, device="cpu")
-    ours_cpu = time.process_time() - c0
-    if counter["n"] != ours.n_model_evaluations:
-        raise RuntimeError(f"evaluation count mismatch: {counter['n']} != {ours.n_model_evaluations}")
-    diff = max(float((ours.attributions[k] - captum_maps[k]).abs().max()) for k in range(target.num_targets))
-    scale = max(float(m.abs().max()) for m in captum_maps)
-    return {
-        "ours_seconds": ours.seconds,
-        "captum_seconds": captum_seconds,
-        "speedup": captum_seconds / ours.seconds,
-        "ours_cpu_seconds": ours_cpu,
-        "captum_cpu_seconds": captum_cpu,
-        "cpu_time_ratio": captum_cpu / max(ours_cpu, 1e-9),
-        "absent_classes": list(target.absent),
-        "ours_model_evaluations": ours.n_model_evaluations,
-        "captum_model_evaluations": captum_evals,
-        "max_abs_difference_relative": diff / max(scale, 1e-30),
-    }

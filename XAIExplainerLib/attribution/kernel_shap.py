@@ -22,6 +22,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import CancelledError, DeviceError, InvalidVolumeError
+from ..models.fused_attention import fused_window_attention
 from .result import AttributionResult
 from .supervoxels import cube_grid_size, cube_supervoxels, semantic_supervoxels, validate_supervoxels
 
@@ -229,6 +230,7 @@ def kernel_shap(
     cancel: Callable[[], bool] | None = None,
     coalitions: "torch.Tensor | None" = None,
     autocast: bool | None = None,
+    fused_attention: bool = True,
 ) -> AttributionResult:
     """KernelSHAP values of every target score for every supervoxel, spread over its voxels.
 
@@ -236,7 +238,9 @@ def kernel_shap(
     ``nn.Module``); ``target`` maps logits to ``(B, K)`` scores (a :class:`ClassAggregate`). ``autocast``
     (default: on for CUDA, bfloat16) is the gradient methods' option; pass False for float32 forwards. ``coalitions``
     (``(S, F)`` binary) replaces sampling, e.g. to feed captum's exact coalitions; ``n_samples`` is then ignored.
-    Model evaluations: one per coalition (``n_samples``, end points included), whatever K.
+    Model evaluations: one per coalition (``n_samples``, end points included), whatever K. ``fused_attention``
+    runs MONAI Swin window attention through torch's fused kernel (same arithmetic; see
+    :mod:`XAIExplainerLib.models.fused_attention`).
     """
     t0 = time.perf_counter()
     x = _prepare_input(model, x, device)
@@ -258,7 +262,9 @@ def kernel_shap(
             stacklevel=2,
         )
 
-    scores = _evaluate_coalitions(model, x, base, ids, coalitions, target, batch_size, autocast, progress, cancel)
+    with fused_window_attention(model, fused_attention) as n_fused:
+        scores = _evaluate_coalitions(model, x, base, ids, coalitions, target, batch_size, autocast, progress,
+                                      cancel)
     phi = solve_shapley(coalitions, scores, coalition_weights(coalitions))  # (K, F)
     attributions = phi.float()[:, ids]  # (K, D, H, W): each supervoxel's value on all of its voxels
 
@@ -269,6 +275,7 @@ def kernel_shap(
         "baseline": float(baseline) if isinstance(baseline, (int, float)) else "tensor",
         "batch_size": batch_size,
         "autocast": autocast,
+        "fused_attention_modules": n_fused,
         "endpoint_weight": ENDPOINT_WEIGHT,
         "solver": "sklearn.LinearRegression(fit_intercept=True, sample_weight), float64, multi-output",
         "coalitions": "given" if given else "sampled",
@@ -299,6 +306,7 @@ def kernel_shap_cubes(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     autocast: bool | None = None,
+    fused_attention: bool = True,
 ) -> AttributionResult:
     """Agg2Exp's KernelSHAP on a grid of cubes (512 = 8³ by default, 1000 coalitions), all classes at once."""
     _check_input_shape(x)
@@ -306,6 +314,7 @@ def kernel_shap_cubes(
     result = kernel_shap(
         model, x, target, supervoxels=supervoxels, n_samples=n_samples, baseline=baseline, seed=seed,
         batch_size=batch_size, device=device, progress=progress, cancel=cancel, autocast=autocast,
+        fused_attention=fused_attention,
     )
     result.method = "kernel_shap_cubes"
     result.params["n_cubes"] = int(n_cubes)
@@ -327,6 +336,7 @@ def kernel_shap_semantic(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     autocast: bool | None = None,
+    fused_attention: bool = True,
 ) -> AttributionResult:
     """Agg2Exp's KernelSHAP on semantic supervoxels: one feature per label of the clean prediction (200 coalitions).
 
@@ -338,13 +348,14 @@ def kernel_shap_semantic(
     extra = 0
     if label_map is None:
         xin = _prepare_input(model, x, device)
-        with torch.no_grad():
+        with torch.no_grad(), fused_window_attention(model, fused_attention):
             label_map = model(xin)[0].argmax(0).cpu()
         extra = 1
     supervoxels = semantic_supervoxels(label_map)
     result = kernel_shap(
         model, x, target, supervoxels=supervoxels, n_samples=n_samples, baseline=baseline, seed=seed,
         batch_size=batch_size, device=device, progress=progress, cancel=cancel, autocast=autocast,
+        fused_attention=fused_attention,
     )
     result.method = "kernel_shap_semantic"
     result.n_model_evaluations += extra

@@ -46,6 +46,8 @@ class SegmentationModel:
         self.sha256 = sha256
         self.kind = kind
         self.use_autocast = self.device.type == "cuda"
+        #: MONAI Swin window attention through torch's fused kernel (same arithmetic, less time and memory)
+        self.fused_attention = True
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -107,7 +109,10 @@ class SegmentationModel:
             raise InvalidVolumeError(
                 f"Model input must be (batch, {self.config.in_channels}, D, H, W); got shape {tuple(x.shape)}."
             )
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_autocast):
+        from .fused_attention import fused_window_attention
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_autocast), \
+                fused_window_attention(self.network, self.fused_attention):
             if tuple(x.shape[2:]) == tuple(self.config.roi_size):
                 out = self.network(x)
             else:
