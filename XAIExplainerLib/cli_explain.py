@@ -1,4 +1,4 @@
-"""``xai-explainer explain`` and ``xai-explainer cohort``: Agg2Exp from the command line.
+"""``xai-explainer explain``, ``cohort`` and ``cohort-explain``: Agg2Exp from the command line.
 
 The functions here only parse arguments and call :mod:`XAIExplainerLib.explain` / :mod:`XAIExplainerLib.cohort`;
 errors are raised as :class:`~XAIExplainerLib.errors.XAIExplainerError` and printed as one line by ``cli.main``.
@@ -128,6 +128,37 @@ def _cohort(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cohort_explain(args: argparse.Namespace) -> int:
+    from .cohort_explain import explain_cohort
+    from .metrics import resolve_method
+    from .progress import cli_progress
+
+    params = _parse_params(args.param)
+    if args.samples is not None:
+        params.update(_samples_option(resolve_method(args.method), args.samples))
+    report, close = cli_progress(args.progress_lines, f"cohort ({args.method})")
+    try:
+        result = explain_cohort(
+            args.inputs, args.model, args.output, method=args.method, classes=args.classes, method_params=params,
+            variant=args.variant, seed=args.seed, batch_size=args.batch_size, metrics=args.metrics,
+            device=args.device, devices=args.devices, workers=args.workers, ray_address=args.ray_address,
+            cpus_per_scan=args.cpus_per_scan, gpus_per_scan=args.gpus_per_scan, reference=args.reference,
+            min_scans=args.min_scans, progress=report,
+        )
+    finally:
+        close()
+    failed = [o for o in result["scans"] if o.error]
+    glob = result["global"]
+    print(f"wrote {args.output}: {len(result['scans']) - len(failed)} scan explanations in scans/, global matrix "
+          f"over {glob.n_scans} scans and outliers in cohort/")
+    for outcome in failed:
+        print(f"  FAILED {outcome.scan_id}: {outcome.error}")
+    flagged = {k: v for k, v in result["outliers"].outliers.items() if v}
+    for name, scans in flagged.items():
+        print(f"  outliers for {name}: {', '.join(scans)}")
+    return 1 if failed else 0
+
+
 def register(subparsers) -> None:
     """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
     from .cli import add_common_options
@@ -162,3 +193,26 @@ def register(subparsers) -> None:
     c.add_argument("--output", required=True)
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cohort)
+
+    ce = subparsers.add_parser("cohort-explain", help="explain many scans with one model, then aggregate them")
+    ce.add_argument("--inputs", nargs="+", required=True, help="NIfTI/NRRD files or DICOM folders, one per scan")
+    ce.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
+    ce.add_argument("--method", default="smoothgrad", help=f"attribution method: {', '.join(METHOD_NAMES)}")
+    ce.add_argument("--classes", nargs="+", help="class names or indices to explain (default: all)")
+    ce.add_argument("--variant", default="absolute", choices=["absolute", "positive", "negative", "mean"])
+    ce.add_argument("--metrics", action="store_true", help="also compute the quality metrics per scan")
+    ce.add_argument("--seed", type=int, default=0)
+    ce.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
+    ce.add_argument("--batch-size", type=int)
+    ce.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
+    ce.add_argument("--workers", type=int, default=1,
+                    help="local worker processes (default 1: one scan at a time, torch uses every core)")
+    ce.add_argument("--devices", nargs="+", help="spread scans round-robin over these devices (e.g. cuda:0 cuda:1)")
+    ce.add_argument("--ray-address", help="run the scans as Ray tasks: 'auto' (running cluster), 'local', or an address")
+    ce.add_argument("--cpus-per-scan", type=float, default=1.0, help="Ray: CPUs reserved per scan")
+    ce.add_argument("--gpus-per-scan", type=float, default=0.0, help="Ray: GPUs reserved per scan")
+    ce.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on")
+    ce.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    ce.add_argument("--output", required=True, help="folder: scans/<id>/, cohort/ and cohort_summary.json")
+    add_common_options(ce)
+    ce.set_defaults(func=_cohort_explain)
