@@ -152,10 +152,10 @@ def _run_ray(jobs: list[ScanJob], address: str, cpus_per_scan: float, gpus_per_s
         raise CohortError("ray_address needs Ray: pip install 'ray>=2.9' (or run without --ray-address).") from None
     started_here = not ray.is_initialized()
     if started_here:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address == "local":  # a throw-away cluster in this process (tests, one big machine)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        else:  # "auto", "host:port" or "ray://host:port": join it as it is configured
+            ray.init(address=address)
     try:
         task = ray.remote(num_cpus=cpus_per_scan, num_gpus=gpus_per_scan)(explain_scan)
         pending = {task.remote(job): job for job in jobs}
