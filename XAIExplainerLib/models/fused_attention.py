@@ -20,6 +20,9 @@ import contextlib
 from typing import Any, Iterator
 
 _FUSED_MARK = "_xai_fused_attention"
+#: What :func:`_fused_forward` reads; a MONAI release whose WindowAttention lacks any of these is left unfused.
+_EXPECTED_ATTRIBUTES = ("qkv", "num_heads", "scale", "relative_position_bias_table", "relative_position_index",
+                        "attn_drop", "proj", "proj_drop")
 
 
 def _window_attention_class():
@@ -31,7 +34,7 @@ def _window_attention_class():
 
 
 def _fused_forward(self, x, mask):
-    """MONAI ``WindowAttention.forward`` (1.3–1.6) with the attention itself in one fused call."""
+    """MONAI ``WindowAttention.forward`` (1.4–1.6, the versions pyproject admits) with the attention itself in one fused call."""
     import torch
 
     b, n, c = x.shape
@@ -52,6 +55,10 @@ def _fused_forward(self, x, mask):
     )
     out = out.transpose(1, 2).reshape(b, n, c)
     return self.proj_drop(self.proj(out))
+
+
+def _fusable(module: Any, attention_class: type) -> bool:
+    return type(module) is attention_class and all(hasattr(module, name) for name in _EXPECTED_ATTRIBUTES)
 
 
 def _modules_of(model: Any) -> list:
@@ -76,7 +83,7 @@ def fused_window_attention(model: Any, enabled: bool = True) -> Iterator[int]:
     patched: list[tuple[Any, Any]] = []  # (module, its own instance-level forward, if it had one)
     if enabled and attention_class is not None:
         for module in _modules_of(model):
-            if type(module) is attention_class and not module.__dict__.get(_FUSED_MARK, False):
+            if _fusable(module, attention_class) and not module.__dict__.get(_FUSED_MARK, False):
                 patched.append((module, module.__dict__.get("forward")))
                 module.__dict__["forward"] = _fused_forward.__get__(module, attention_class)
                 module.__dict__[_FUSED_MARK] = True
@@ -96,4 +103,4 @@ def count_fused(model: Any) -> int:
     attention_class = _window_attention_class()
     if attention_class is None:
         return 0
-    return sum(type(module) is attention_class for module in _modules_of(model))
+    return sum(_fusable(module, attention_class) for module in _modules_of(model))
