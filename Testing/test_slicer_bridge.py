@@ -124,6 +124,21 @@ def test_table_and_chart_hold_the_matrix(scene_data):
         sb.matrix_to_table(MATRIX.T, CLASS_NAMES, ROI_NAMES)
 
 
+def test_metrics_table_holds_each_class_and_marks_undefined_values(scene_data):
+    metrics = {"classes": {"left box": {"faithfulness_correlation": 0.5, "average_sensitivity": 0.25,
+                                        "complexity": 0.125},
+                           "right box": {"faithfulness_correlation": None, "average_sensitivity": 0.75,
+                                         "complexity": 0.0625}},
+               "wall_time_s": 5.5, "n_model_evaluations": 20}
+    table = sb.metrics_to_table(metrics, "quality")
+    assert [table.GetCellText(i, 0) for i in range(2)] == CLASS_NAMES
+    np.testing.assert_array_equal(su.arrayFromTableColumn(table, "faithfulness_correlation"), [0.5, np.nan])
+    np.testing.assert_array_equal(su.arrayFromTableColumn(table, "complexity"), [0.125, 0.0625])
+    assert table.GetAttribute("XAIExplainer.n_model_evaluations") == "20"
+    with pytest.raises(sb.matrix.SceneInputError, match="classes"):
+        sb.metrics_to_table({"wall_time_s": 1.0})
+
+
 def _numpy_centroid_ras(labels: Volume, value: int) -> np.ndarray:
     k, j, i = np.nonzero(labels.array == value)
     return (labels.ijk_to_ras() @ [i.mean(), j.mean(), k.mean(), 1.0])[:3]
@@ -272,6 +287,8 @@ def test_add_explanation_to_scene(scene_data):
         image=vols["image"], labels=vols["labels"], class_names=CLASS_NAMES, attributions=attributions,
         roi_labels=vols["labels"], roi_names=ROI_NAMES, matrix=MATRIX, graph=None, provenance=provenance,
         absent_classes=[], label_names=ROI_NAMES,
+        metrics={"classes": {"left box": {"faithfulness_correlation": 0.4, "average_sensitivity": 0.2,
+                                          "complexity": 0.1}}, "wall_time_s": 2.0},
     )
     view = sb.OffscreenSliceView(size=(64, 64))  # an open slice view gets the overlay, as Slicer's Red/Yellow/Green
     nodes = sb.add_explanation_to_scene(explanation, input_node=scene_data.image, threshold=0.95)
@@ -283,7 +300,9 @@ def test_add_explanation_to_scene(scene_data):
     np.testing.assert_array_equal(su.arrayFromVolume(scene_data.image), image_before)
     assert scene_data.image.GetAttribute("XAIExplainer.provenance") is None  # the input node is not touched
     data_nodes = {k: v for k, v in nodes.items() if k not in ("image", "graph", "volume_rendering")}
-    assert {"segmentation", "heatmap:left box", "heatmap:right box", "table", "chart", "graph_points"} <= set(data_nodes)
+    assert {"segmentation", "heatmap:left box", "heatmap:right box", "table", "chart", "metrics",
+            "graph_points"} <= set(data_nodes)
+    np.testing.assert_allclose(su.arrayFromTableColumn(nodes["metrics"], "faithfulness_correlation"), [0.4])
     assert sum(k.startswith("graph_edge:") for k in data_nodes) == 4
     for key, node in data_nodes.items():
         record = sb.get_provenance(node)

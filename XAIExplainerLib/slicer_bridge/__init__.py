@@ -21,7 +21,7 @@ from .heatmaps import (
     show_heatmap,
     symmetric_limit,
 )
-from .matrix import matrix_chart, matrix_to_table
+from .matrix import matrix_chart, matrix_to_table, metrics_to_table
 from .provenance import ATTRIBUTE_PREFIX, get_provenance, provenance_attributes, set_provenance
 from .render import (
     OffscreenSliceView,
@@ -41,7 +41,7 @@ __all__ = [
     "RoIGraphNodes", "SlicerContext", "add_explanation_to_scene", "add_heatmap_volume_rendering",
     "add_segmentation_node", "add_volume_node", "create_headless_scene", "diverging_color_node", "edge_style",
     "get_context", "get_provenance", "in_slicer_application", "label_color_node", "matrix_chart",
-    "matrix_to_table", "node_ijk_to_ras", "offscreen_rendering_available", "provenance_attributes", "render_3d",
+    "matrix_to_table", "metrics_to_table", "node_ijk_to_ras", "offscreen_rendering_available", "provenance_attributes", "render_3d",
     "render_slice", "save_png", "set_provenance", "set_slice_layers", "show_heatmap", "show_roi_graph",
     "symmetric_limit", "tile_images", "update_roi_graph", "update_volume_node", "volume_from_node",
 ]

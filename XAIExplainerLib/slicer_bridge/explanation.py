@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from .graph import show_roi_graph
 from .heatmaps import add_heatmap_volume_rendering, set_slice_layers, show_heatmap, symmetric_limit
-from .matrix import matrix_chart, matrix_to_table
+from .matrix import matrix_chart, matrix_to_table, metrics_to_table
 from .provenance import provenance_attributes, set_provenance
 from .scene import get_context
 from .volumes import add_volume_node
@@ -80,7 +80,8 @@ def add_explanation_to_scene(
     """Add ``explanation``'s results to the scene and show them; returns the nodes by role.
 
     Keys: "image" (``input_node`` when given, else a new node), "segmentation", "heatmap:<class>" per class,
-    "volume_rendering" (display node of the first heatmap), "table", "chart", "graph_points", "graph_edge:<i>"
+    "volume_rendering" (display node of the first heatmap), "table", "chart", "metrics" (only when the explanation
+    has quality metrics), "graph_points", "graph_edge:<i>"
     per drawn edge, and "graph" (the :class:`~.graph.RoIGraphNodes`, for :func:`~.graph.update_roi_graph`).
     The input node is never modified; every new data node carries the provenance attributes. The heatmap window
     is ±(``heatmap_percentile`` of the non-zero |values|), so a few extreme gradient voxels do not wash out the
@@ -119,6 +120,9 @@ def add_explanation_to_scene(
                                          f"{prefix} RoI importance", scene), "roi_importance_matrix")
     nodes["chart"] = tag(matrix_chart(explanation.matrix, explanation.class_names, explanation.roi_names,
                                       f"{prefix} RoI importance chart", scene), "roi_importance_chart")
+    metrics = getattr(explanation, "metrics", None)
+    if metrics:
+        nodes["metrics"] = tag(metrics_to_table(metrics, f"{prefix} attribution quality", scene), "attribution_quality")
     importance = getattr(explanation, "importance", None)
     roi_ids = list(getattr(importance, "roi_ids", range(len(explanation.roi_names))))
     extra = {}

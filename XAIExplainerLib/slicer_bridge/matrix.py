@@ -14,7 +14,10 @@ from vtkmodules.vtkCommonDataModel import vtkTable
 from ..errors import SceneInputError
 from .scene import get_context
 
-__all__ = ["SERIES_COLORS", "matrix_chart", "matrix_to_table"]
+__all__ = ["METRIC_COLUMNS", "SERIES_COLORS", "matrix_chart", "matrix_to_table", "metrics_to_table"]
+
+#: Quality-metric columns of :func:`metrics_to_table`, in the order a reader compares methods.
+METRIC_COLUMNS = ("faithfulness_correlation", "average_sensitivity", "complexity")
 
 #: Qualitative colours (matplotlib's tab10) for one bar series per class.
 SERIES_COLORS = (
@@ -105,3 +108,28 @@ def matrix_chart(
         series.SetColor(*SERIES_COLORS[i % len(SERIES_COLORS)])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart
+
+
+def metrics_to_table(metrics: dict, name: str = "Attribution quality", scene: Any = None) -> Any:
+    """The per-class quality metrics of ``metrics.json`` as a table: faithfulness (higher is better), average
+    sensitivity and complexity (lower is better); an undefined value (an absent class) is NaN, shown empty.
+
+    The attribution's wall time and model evaluations go into node attributes, so that two methods' tables can
+    be compared side by side in the Tables module.
+    """
+    per_class = metrics.get("classes") if isinstance(metrics, dict) else None
+    if not isinstance(per_class, dict) or not per_class:
+        raise SceneInputError("metrics must be the dict of metrics.json, with a non-empty 'classes' mapping.")
+    scene = scene or get_context().scene
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    columns = {
+        metric: np.array([np.nan if values.get(metric) is None else float(values[metric])
+                          for values in per_class.values()])
+        for metric in METRIC_COLUMNS
+    }
+    _fill_table(node, "class", list(per_class), columns)
+    node.SetAttribute("XAIExplainer.result", "attribution_quality")
+    for key in ("wall_time_s", "n_model_evaluations"):
+        if metrics.get(key) is not None:
+            node.SetAttribute(f"XAIExplainer.{key}", str(metrics[key]))
+    return node
