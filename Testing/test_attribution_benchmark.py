@@ -70,3 +70,19 @@ def test_cli_registration_and_bad_options():
         benchmark.run_benchmark("laptop")
     with pytest.raises(ValueError, match="sample-count key"):
         benchmark.run_benchmark("tiny", n_samples={"lime": 3})
+
+
+def test_repeated_rounds_report_the_median_time(monkeypatch):
+    monkeypatch.setattr(benchmark, "_build_network", lambda profile, n_classes: SmallConvNet(n_classes))
+    monkeypatch.setitem(benchmark.PROFILES, "tiny", dict(benchmark.PROFILES["tiny"], n_classes=2, size=8))
+    lines: list[str] = []
+    rows = benchmark.run_benchmark("tiny", methods=["vanilla_gradient"], device="cpu", log=lines.append,
+                                   isolate=False, repeat=3)
+    for row in rows:
+        assert len(row["seconds_each"]) == 3
+        assert row["seconds"] == sorted(row["seconds_each"])[1]
+    # rounds interleave the implementations, so a slow spell of the machine is shared between them
+    order = [line.split("/ ")[1].split(" (")[0] for line in lines if line.startswith("  running")]
+    assert order == ["ours", "captum"] * 3
+    with pytest.raises(ValueError, match="repeat"):
+        benchmark.run_benchmark("tiny", repeat=0)

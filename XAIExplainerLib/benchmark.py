@@ -314,6 +314,21 @@ def _spawn(spec: dict[str, Any], work: Path, timeout: float | None, isolate: boo
     return json.loads(Path(spec["result_path"]).read_text())
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from repeated runs: the median time (all times kept), the largest peak memory."""
+    import statistics
+
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    row = dict(runs[0])
+    row["seconds"] = statistics.median(r["seconds"] for r in runs)
+    row["peak_bytes"] = max(r["peak_bytes"] for r in runs)
+    if len(runs) > 1:
+        row["seconds_each"] = [r["seconds"] for r in runs]
+    return row
+
+
 def _agreement(ours, theirs) -> dict[str, float]:
     """max |ours − peer| / max |peer| and the smallest per-class Pearson r."""
     import numpy as np
@@ -340,6 +355,7 @@ def run_benchmark(
     seed: int = 0,
     timeout: float | None = None,
     isolate: bool = True,
+    repeat: int = 1,
     log=print,
 ) -> list[dict[str, Any]]:
     """Run every requested method as ours (all classes) and as each peer (per class); return one row per run.
@@ -347,10 +363,13 @@ def run_benchmark(
     ``n_samples`` overrides the counts of :data:`FULL_SAMPLES` (or :data:`QUICK_SAMPLES` with ``quick``), keyed by
     ``smoothgrad``, ``integrated_gradients``, ``kernel_shap`` and ``kernel_shap_cubes``. ``out`` (a ``.json`` path)
     receives the rows with the settings used. ``isolate=False`` runs everything in this process (faster to start,
-    for tests): the peak-memory column then only shows growth beyond the process's earlier peak.
+    for tests): the peak-memory column then only shows growth beyond the process's earlier peak. ``repeat`` runs
+    every implementation that many times in interleaved rounds and reports the median time (ratios of medians).
     """
     from .device import resolve_device
 
+    if int(repeat) < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}.")
     if profile not in PROFILES:
         raise ValueError(f"Unknown benchmark profile {profile!r}; choose from {sorted(PROFILES)}.")
     methods = list(methods or METHODS)
@@ -383,10 +402,13 @@ def run_benchmark(
                 impls.insert(1, "ours-unfused")  # the network's own attention: sharing alone, same arithmetic
                 if "monai" in impls:
                     impls.insert(2, "ours@monai")  # ours on MONAI's noise draws, to check agreement with MONAI
-            results: dict[str, dict[str, Any]] = {}
-            for impl in impls:
-                log(f"  running {method} / {impl} ...")
-                results[impl] = _spawn(dict(base, impl=impl), work, timeout, isolate)
+            runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+            for round_ in range(repeat):  # interleaved rounds: a slow spell of a shared machine hits every impl
+                for impl in impls:
+                    log(f"  running {method} / {impl}" + (f" (round {round_ + 1}/{repeat})" if repeat > 1 else "")
+                        + " ...")
+                    runs[impl].append(_spawn(dict(base, impl=impl), work, timeout, isolate))
+            results = {impl: _median_run(r) for impl, r in runs.items()}
             import numpy as np
 
             for impl in impls:
@@ -422,6 +444,7 @@ def run_benchmark(
     log(table)
     if out is not None:
         payload = {"profile": profile, "device": str(dev), "counts": counts, "batch_size": batch, "seed": seed,
+                   "repeat": int(repeat),
                    "quick": quick, "isolated_runs": isolate, "rows": rows, "table": table}
         Path(out).write_text(json.dumps(payload, indent=2))
     return rows
@@ -491,7 +514,7 @@ def _parse_counts(items: Sequence[str]) -> dict[str, int]:
 def _command(args: argparse.Namespace) -> int:
     rows = run_benchmark(
         profile=args.profile, methods=args.methods, n_samples=_parse_counts(args.samples), device=args.device,
-        out=args.out, quick=args.quick, batch_size=args.batch_size, seed=args.seed,
+        out=args.out, quick=args.quick, batch_size=args.batch_size, seed=args.seed, repeat=args.repeat,
     )
     return 1 if any("error" in r for r in rows) else 0
 
@@ -512,6 +535,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per forward, same for ours and peers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every implementation N times in interleaved rounds; report median times")
     parser.add_argument("--out", default=None, help="write the rows and the table as JSON here")
     parser.set_defaults(func=_command)
     return parser
