@@ -32,9 +32,9 @@ not depend on the batch size, and the same seed on the same device gives the sam
 What sharing the forward can buy: with forward cost F and backward cost B per class, captum's per-class runs cost
 K·(F + B) per sample and ours F + K·B, a ratio (F + B) / (F/K + B): the backward passes are inherently per
 class. On the CPU profile (SwinUNETR feature size 12, 64³, batch 2, float32) F ≈ 1.4·B, so sharing alone gives
-at most ~1.9× at K = 4; fusing the attention (F 3.6 → 1.3 s, B 2.7 → 1.8 s per batch in one measurement) brings
-the measured total to 2.3× with 25 % less peak memory than captum. The side-by-side figures come from
-``xai-explainer benchmark --profile cpu --methods smoothgrad``.
+at most ~1.9× at K = 4 (1.4–1.8× measured); fusing the attention (F 3.6 → 1.3 s, B 2.7 → 1.8 s per batch in one
+measurement) brings the measured total to 2.0–2.3× with 25 % less peak memory than captum. The side-by-side
+figures come from ``xai-explainer benchmark --profile cpu --methods smoothgrad --repeat 2``.
 """
 from __future__ import annotations
 
