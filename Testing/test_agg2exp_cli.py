@@ -3,22 +3,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from XAIExplainerLib.cli_explain import read_roi_names
 from XAIExplainerLib.errors import VolumeReadError
 from XAIExplainerLib.volume import Volume, read_volume, write_volume
 
-from test_agg2exp_pipeline import LABELS, phantom, tiny_model
+from test_agg2exp_pipeline import phantom, save_tiny_torchscript
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    net = torch.jit.script(tiny_model().network.cpu())
-    net.save(str(root / "tiny.pt"))
-    (root / "tiny.json").write_text(json.dumps({
-        "label_names": LABELS, "modality": "CT", "spacing": [1.5, 1.5, 1.5], "roi_size": [32, 32, 32]}))
+    save_tiny_torchscript(root)
     vol = phantom()
     write_volume(vol, root / "ct.nii.gz")
     halves = np.zeros(vol.shape, np.uint8)

@@ -27,6 +27,15 @@ def tiny_model():
     return SegmentationModel.from_network(net, config, device="cpu")
 
 
+def save_tiny_torchscript(folder):
+    """:func:`tiny_model` saved the way users ship models: a TorchScript file with its JSON beside it."""
+    path = folder / "tiny.pt"
+    torch.jit.script(tiny_model().network.cpu()).save(str(path))
+    (folder / "tiny.json").write_text(json.dumps({
+        "label_names": LABELS, "modality": "CT", "spacing": [1.5, 1.5, 1.5], "roi_size": [32, 32, 32]}))
+    return path
+
+
 def phantom():
     """CT in HU, 2 mm voxels, LPS identity direction (so preprocessing reorients and resamples)."""
     z, y, x = np.mgrid[:16, :18, :20]

@@ -3,23 +3,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from XAIExplainerLib.cohort_explain import explain_cohort, scan_ids
 from XAIExplainerLib.errors import CohortError, OutputExistsError
 from XAIExplainerLib.volume import write_volume
 
-from test_agg2exp_pipeline import LABELS, phantom, tiny_model
+from test_agg2exp_pipeline import phantom, save_tiny_torchscript
 
 
 @pytest.fixture(scope="module")
 def cohort_files(tmp_path_factory):
     """A TorchScript model and four phantom CTs whose bone block moves: the bone row of the matrix changes."""
     root = tmp_path_factory.mktemp("cohort")
-    net = torch.jit.script(tiny_model().network.cpu())
-    net.save(str(root / "tiny.pt"))
-    (root / "tiny.json").write_text(json.dumps({
-        "label_names": LABELS, "modality": "CT", "spacing": [1.5, 1.5, 1.5], "roi_size": [32, 32, 32]}))
+    save_tiny_torchscript(root)
     scans = []
     for shift in range(4):
         vol = phantom()

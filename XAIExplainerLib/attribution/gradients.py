@@ -307,30 +307,14 @@ def _gradients(
     return grads, scores.detach()
 
 
-def _attribute(
-    model: Callable,
-    x: "torch.Tensor",
-    target: "ClassAggregate",
-    *,
-    method: str,
-    make_sample: Callable[[int], "torch.Tensor"],
-    sample_weights: Sequence[float],
-    batch_size: int | None,
-    autocast: bool | None,
-    window: SlidingWindow | None,
-    grad_strategy: str,
-    progress: Progress | None,
-    cancel: Cancel | None,
-    device,
-    fused_attention: bool = True,
-):
-    """Σ_i w_i ∇f̂(sample_i) for all targets; also the per-sample scores ``(n, K)`` and evaluation counts."""
+def _attribute(model: Callable, x: "torch.Tensor", target: "ClassAggregate", *, fused_attention: bool = True,
+               **options: Any):
+    """Σ_i w_i ∇f̂(sample_i) for all targets; also the per-sample scores ``(n, K)`` and evaluation counts.
+
+    :func:`_accumulate` does the work (``options`` are its keywords) with the network's attention fused.
+    """
     with fused_window_attention(model, fused_attention) as n_fused:
-        acc, scores, info = _accumulate(
-            model, x, target, method=method, make_sample=make_sample, sample_weights=sample_weights,
-            batch_size=batch_size, autocast=autocast, window=window, grad_strategy=grad_strategy,
-            progress=progress, cancel=cancel, device=device,
-        )
+        acc, scores, info = _accumulate(model, x, target, **options)
     info["fused_attention_modules"] = n_fused
     return acc, scores, info
 
@@ -351,7 +335,7 @@ def _accumulate(
     cancel: Cancel | None,
     device,
 ):
-    """The batched loop of :func:`_attribute` (with the network's attention already chosen)."""
+    """The batched loop behind :func:`_attribute` (with the network's attention already chosen)."""
     import torch
 
     if grad_strategy not in GRAD_STRATEGIES:
