@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 2
 .PHONY: demo test setup data benchmark cmake-lists screenshots clean-venv
 
 demo: setup data
-	$(PY) -m XAIExplainerLib.demo --output demo_output
+	$(PY) -m XAIExplainerLib.extras.demo --output demo_output
 
 test: setup data
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(PY) -m pytest Testing -q

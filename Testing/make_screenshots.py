@@ -29,7 +29,7 @@ def compute_explanation(cache: Path | None):
     """The explanation of Colin27 (read from ``cache`` when it exists, ~1 min on a CPU otherwise)."""
     if cache is not None and cache.exists():
         return pickle.loads(cache.read_bytes())
-    from XAIExplainerLib.explain import explain_volume
+    from XAIExplainerLib.pipelines.agg2exp import explain_volume
     from XAIExplainerLib.models.segmentation import SegmentationModel
     from XAIExplainerLib.volume import read_volume, resample_to_spacing
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from XAIExplainerLib.cli_explain import read_roi_names
+from XAIExplainerLib.cli.explain import read_roi_names
 from XAIExplainerLib.errors import VolumeReadError
 from XAIExplainerLib.volume import Volume, read_volume, write_volume
 

@@ -5,10 +5,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from XAIExplainerLib.agg2exp import RoIImportance
-from XAIExplainerLib.cohort import RoIOutlierDetector, global_importance
+from XAIExplainerLib.pipelines.roi_importance import RoIImportance
+from XAIExplainerLib.cohort.aggregate import RoIOutlierDetector, global_importance
 from XAIExplainerLib.errors import CohortError
-from XAIExplainerLib.graph import importance_graph, select_edges, write_graph
+from XAIExplainerLib.pipelines.roi_graph import importance_graph, select_edges, write_graph
 
 ROW = np.array([0.05, 0.5, 0.3, 0.15, 0.0])
 
@@ -95,7 +95,7 @@ def test_identical_reference_rows_flag_only_deviations():
 
 
 def test_label_centroids_in_ras_mm():
-    from XAIExplainerLib.graph import label_centroids_mm
+    from XAIExplainerLib.pipelines.roi_graph import label_centroids_mm
     from XAIExplainerLib.volume import Volume
 
     arr = np.zeros((4, 5, 6), np.uint8)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from XAIExplainerLib.agg2exp import RoIImportance, context_ratios, roi_importance
+from XAIExplainerLib.pipelines.roi_importance import RoIImportance, context_ratios, roi_importance
 from XAIExplainerLib.errors import GeometryMismatchError, InvalidVolumeError, UnknownClassError
 
 LABELS = np.array([[[0, 1, 1], [2, 2, 0]]])  # (1, 2, 3)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from XAIExplainerLib import explain as explain_mod
+from XAIExplainerLib.pipelines import agg2exp as explain_mod
 from XAIExplainerLib.attribution import AttributionResult
 from XAIExplainerLib.errors import GeometryMismatchError, OutputExistsError, UnknownClassError
-from XAIExplainerLib.explain import explain_volume, save_explanation
+from XAIExplainerLib.pipelines.agg2exp import explain_volume, save_explanation
 from XAIExplainerLib.models import ModelConfig, SegmentationModel
 from XAIExplainerLib.volume import Volume, read_volume
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from XAIExplainerLib.agg2exp import roi_importance
-from XAIExplainerLib.explain import explain_volume
+from XAIExplainerLib.pipelines.roi_importance import roi_importance
+from XAIExplainerLib.pipelines.agg2exp import explain_volume
 from XAIExplainerLib.models import ModelConfig, SegmentationModel
 from XAIExplainerLib.volume import Volume
 

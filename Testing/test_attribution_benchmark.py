@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("captum")
 
-from XAIExplainerLib import benchmark  # noqa: E402
+from XAIExplainerLib.extras import benchmark  # noqa: E402
 
 
 class SmallConvNet(torch.nn.Module):

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from XAIExplainerLib.cohort_explain import explain_cohort, scan_ids
+from XAIExplainerLib.cohort.run import explain_cohort, scan_ids
 from XAIExplainerLib.errors import CohortError, OutputExistsError
 from XAIExplainerLib.volume import write_volume
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from XAIExplainerLib import sample_data
-from XAIExplainerLib.brain_structures import STRUCTURE_NAMES, structure_of, structures_from_aal
-from XAIExplainerLib.demo import DEMO_MODEL_PATH
+from XAIExplainerLib.datasets import samples as sample_data
+from XAIExplainerLib.datasets.brain_structures import STRUCTURE_NAMES, structure_of, structures_from_aal
+from XAIExplainerLib.extras.demo import DEMO_MODEL_PATH
 from XAIExplainerLib.models import SegmentationModel
 from XAIExplainerLib.volume import resample_to_reference, resample_to_spacing
 

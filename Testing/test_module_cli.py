@@ -14,7 +14,7 @@ import torch
 
 from XAIExplainerLib.background import BackgroundCommand, python_module_command
 from XAIExplainerLib.errors import VolumeReadError
-from XAIExplainerLib.explanation_io import load_explanation
+from XAIExplainerLib.pipelines.agg2exp_io import load_explanation
 from XAIExplainerLib.volume import Volume, read_volume, write_volume
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -197,7 +197,7 @@ def test_no_top_level_torch_or_monai(tree):
 
 
 def test_library_modules_the_module_imports_at_load_time_stay_light():
-    code = ("import sys, XAIExplainerLib.background, XAIExplainerLib.progress, XAIExplainerLib.explanation_io; "
+    code = ("import sys, XAIExplainerLib.background, XAIExplainerLib.progress, XAIExplainerLib.pipelines.agg2exp_io; "
             "heavy = sorted(m for m in ('torch', 'monai', 'slicer', 'qt', 'vtk') if m in sys.modules); "
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -208,7 +208,7 @@ def test_library_modules_the_module_imports_at_load_time_stay_light():
 
 def test_methods_table_matches_the_library_and_the_papers_defaults(tree):
     from XAIExplainerLib.attribution import ATTRIBUTION_METHODS
-    from XAIExplainerLib.cli_explain import METHOD_NAMES
+    from XAIExplainerLib.cli.explain import METHOD_NAMES
 
     table = _methods_table(tree)
     assert set(table) <= set(ATTRIBUTION_METHODS)

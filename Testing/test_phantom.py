@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from XAIExplainerLib.errors import InvalidVolumeError
-from XAIExplainerLib.phantom import LABEL_NAMES, TISSUE_HU, thorax_phantom
+from XAIExplainerLib.datasets.phantom import LABEL_NAMES, TISSUE_HU, thorax_phantom
 
 SHAPE = (32, 32, 32)
 

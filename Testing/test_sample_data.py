@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from XAIExplainerLib import sample_data
+from XAIExplainerLib.datasets import samples as sample_data
 from XAIExplainerLib.errors import MissingDataPackageError
 from XAIExplainerLib.volume import require_same_grid
 

@@ -15,7 +15,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-c
 import slicer.util as su  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from XAIExplainerLib.graph import select_edges  # noqa: E402
+from XAIExplainerLib.pipelines.roi_graph import select_edges  # noqa: E402
 from XAIExplainerLib.volume import Volume, read_volume, write_volume  # noqa: E402
 from XAIExplainerLib import slicer_bridge as sb  # noqa: E402
 

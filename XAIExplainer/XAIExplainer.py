@@ -772,7 +772,7 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     def loadExplanation(folder: Path, inputVolume, inputFile: Path, graphTopK: Optional[int] = None,
                         graphThreshold: Optional[float] = 0.8) -> dict:
         """Nodes for a folder written by ``xai-explainer explain`` (heatmaps over ``inputVolume``, table, graph)."""
-        from XAIExplainerLib.explanation_io import load_explanation
+        from XAIExplainerLib.pipelines.agg2exp_io import load_explanation
         from XAIExplainerLib.slicer_bridge.explanation import add_explanation_to_scene
         from XAIExplainerLib.volume import read_volume
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from XAIExplainerLib import sample_data
-from XAIExplainerLib.brain_structures import STRUCTURE_NAMES, structures_from_aal
-from XAIExplainerLib.demo import DEMO_MODEL_PATH
+from XAIExplainerLib.datasets import samples as sample_data
+from XAIExplainerLib.datasets.brain_structures import STRUCTURE_NAMES, structures_from_aal
+from XAIExplainerLib.extras.demo import DEMO_MODEL_PATH
 from XAIExplainerLib.models import SegmentationModel
 from XAIExplainerLib.volume import resample_to_reference
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from XAIExplainerLib import sample_data
-from XAIExplainerLib.brain_structures import STRUCTURE_NAMES, structures_from_aal
+from XAIExplainerLib.datasets import samples as sample_data
+from XAIExplainerLib.datasets.brain_structures import STRUCTURE_NAMES, structures_from_aal
 from XAIExplainerLib.models.config import ModelConfig
 from XAIExplainerLib.models.network import build_network
 from XAIExplainerLib.models.preprocessing import preprocess

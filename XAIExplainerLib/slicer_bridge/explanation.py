@@ -1,4 +1,4 @@
-"""One call that turns an :class:`~XAIExplainerLib.explain.Explanation` into Slicer nodes.
+"""One call that turns an :class:`~XAIExplainerLib.pipelines.agg2exp.Explanation` into Slicer nodes.
 
 Image (unless the user's own node is given, which is then only read), predicted labels as a semi-transparent
 segmentation, one heatmap volume per explained class (the first shown as overlay and volume rendering), the

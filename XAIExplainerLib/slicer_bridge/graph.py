@@ -1,9 +1,9 @@
 """The RoI importance graph drawn on the anatomy in the 3D view.
 
 Each RoI is a control point of one markups fiducial node, placed at the RoI's centroid (RAS mm, from
-:func:`XAIExplainerLib.graph.label_centroids_mm`); each retained edge RoI -> class is a markups line whose
+:func:`XAIExplainerLib.pipelines.roi_graph.label_centroids_mm`); each retained edge RoI -> class is a markups line whose
 diameter and colour (yellow -> red) grow with its importance. The edges are chosen by the same rule as the
-library's graph (:func:`XAIExplainerLib.graph.select_edges`), so what the user sees in Slicer matches the
+library's graph (:func:`XAIExplainerLib.pipelines.roi_graph.select_edges`), so what the user sees in Slicer matches the
 exported graph; :func:`update_roi_graph` redraws the lines for a new top-k / threshold (the module's slider).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from vtkmodules.vtkCommonDataModel import vtkVector3d
 from vtkmodules.vtkRenderingCore import vtkColorTransferFunction
 
 from ..errors import SceneInputError
-from ..graph import label_centroids_mm, select_edges
+from ..pipelines.roi_graph import label_centroids_mm, select_edges
 from ..volume import Volume
 from .scene import get_context
 

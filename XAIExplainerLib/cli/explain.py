@@ -1,6 +1,6 @@
 """``xai-explainer explain``, ``cohort`` and ``cohort-explain``: Agg2Exp from the command line.
 
-The functions here only parse arguments and call :mod:`XAIExplainerLib.explain` / :mod:`XAIExplainerLib.cohort`;
+The functions here only parse arguments and call :mod:`XAIExplainerLib.pipelines.agg2exp` / :mod:`XAIExplainerLib.cohort.aggregate`;
 errors are raised as :class:`~XAIExplainerLib.errors.XAIExplainerError` and printed as one line by ``cli.main``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import inspect
 import json
 from pathlib import Path
 
-from .errors import MethodParameterError, VolumeReadError
+from ..errors import MethodParameterError, VolumeReadError
 
 METHOD_NAMES = ("vanilla_gradient", "smoothgrad", "integrated_gradients", "kernel_shap_cubes", "kernel_shap_semantic")
 
@@ -73,11 +73,11 @@ def _samples_option(fn, samples: int) -> dict:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import explain_volume, save_explanation
-    from .metrics import resolve_method
-    from .models import SegmentationModel
-    from .progress import cli_progress
-    from .volume import read_volume
+    from ..pipelines.agg2exp import explain_volume, save_explanation
+    from ..metrics import resolve_method
+    from ..models import SegmentationModel
+    from ..progress import cli_progress
+    from ..volume import read_volume
 
     fn = resolve_method(args.method)
     params = _parse_params(args.param)
@@ -85,7 +85,7 @@ def _explain(args: argparse.Namespace) -> int:
         params.update(_samples_option(fn, args.samples))
     output = Path(args.output)
     if output.exists() and not args.overwrite:
-        from .errors import OutputExistsError
+        from ..errors import OutputExistsError
 
         raise OutputExistsError(f"The output folder '{output}' already exists; choose another or pass --overwrite.")
     volume = read_volume(args.input)
@@ -113,7 +113,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _cohort(args: argparse.Namespace) -> int:
-    from .cohort import run_cohort
+    from ..cohort.aggregate import run_cohort
 
     result = run_cohort(args.explanations, args.output, reference=args.reference, seed=args.seed,
                         min_scans=args.min_scans, overwrite=args.overwrite)
@@ -129,9 +129,9 @@ def _cohort(args: argparse.Namespace) -> int:
 
 
 def _cohort_explain(args: argparse.Namespace) -> int:
-    from .cohort_explain import explain_cohort
-    from .metrics import resolve_method
-    from .progress import cli_progress
+    from ..cohort.run import explain_cohort
+    from ..metrics import resolve_method
+    from ..progress import cli_progress
 
     params = _parse_params(args.param)
     if args.samples is not None:
@@ -161,7 +161,7 @@ def _cohort_explain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
-    from .cli import add_common_options
+    from .main import add_common_options
 
     p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")

@@ -119,9 +119,9 @@ def _replayed_noise(peer: str, x, sigma: float, n: int, seed: int, batch: int):
 
 
 def _run_ours(method: str, model, x, target, spec: dict[str, Any]):
-    from .attribution import gradients
-    from .attribution.kernel_shap import kernel_shap
-    from .attribution.supervoxels import cube_supervoxels
+    from ..attribution import gradients
+    from ..attribution.kernel_shap import kernel_shap
+    from ..attribution.supervoxels import cube_supervoxels
 
     common = {"batch_size": spec["batch_size"], "autocast": False, "fused_attention": spec["impl"] != "ours-unfused"}
     if method == "vanilla_gradient":
@@ -143,8 +143,8 @@ def _run_ours(method: str, model, x, target, spec: dict[str, Any]):
 def _run_peer(method: str, peer: str, model, x, target, spec: dict[str, Any]):
     import torch
 
-    from .attribution.gradients import smoothgrad_noise_std
-    from .attribution.supervoxels import cube_supervoxels
+    from ..attribution.gradients import smoothgrad_noise_std
+    from ..attribution.supervoxels import cube_supervoxels
 
     maps = []
     batch = spec["batch_size"]
@@ -205,8 +205,8 @@ def _execute(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from .attribution.targets import ClassAggregate
-    from .device import resolve_device
+    from ..attribution.targets import ClassAggregate
+    from ..device import resolve_device
 
     spec = dict(spec)
     work = Path(spec["workdir"])
@@ -220,7 +220,7 @@ def _execute(spec: dict[str, Any]) -> dict[str, Any]:
     x = state["x"].to(device)
     target = ClassAggregate(classes=list(state["classes"]), names=list(state["names"]), masks=state["masks"])
     if spec["method"] == "smoothgrad" and spec["impl"].startswith("ours"):
-        from .attribution.gradients import smoothgrad_noise_std
+        from ..attribution.gradients import smoothgrad_noise_std
 
         peer = spec["impl"].split("@")[1] if "@" in spec["impl"] else "captum"
         sigma = smoothgrad_noise_std(x, spec["noise_level"])
@@ -256,7 +256,7 @@ def _setup(profile: dict[str, int], device, seed: int, work: Path) -> dict[str, 
     """Seeded network and input; the clean prediction fixes the target masks (saved for every subprocess)."""
     import torch
 
-    from .attribution.targets import ClassAggregate
+    from ..attribution.targets import ClassAggregate
 
     torch.manual_seed(seed)
     net = _build_network(profile, profile["n_classes"])
@@ -300,11 +300,11 @@ def _spawn(spec: dict[str, Any], work: Path, timeout: float | None, isolate: boo
     spec = dict(spec, workdir=str(work), result_path=str(work / f"{name}.json"))
     spec_path = work / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "XAIExplainerLib.benchmark", "_worker", str(spec_path)],
+            [sys.executable, "-m", "XAIExplainerLib.extras.benchmark", "_worker", str(spec_path)],
             cwd=str(root), env=env, capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -366,7 +366,7 @@ def run_benchmark(
     for tests): the peak-memory column then only shows growth beyond the process's earlier peak. ``repeat`` runs
     every implementation that many times in interleaved rounds and reports the median time (ratios of medians).
     """
-    from .device import resolve_device
+    from ..device import resolve_device
 
     if int(repeat) < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}.")
@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_worker"]:
         _worker(argv[1])
         return 0
-    parser = argparse.ArgumentParser(prog="python -m XAIExplainerLib.benchmark")
+    parser = argparse.ArgumentParser(prog="python -m XAIExplainerLib.extras.benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(argv if argv[:1] == ["benchmark"] else ["benchmark", *argv])

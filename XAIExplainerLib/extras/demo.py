@@ -14,16 +14,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import XAIExplainerError
+from ..errors import XAIExplainerError
 
-DEMO_MODEL_PATH = Path(__file__).resolve().parent / "Resources" / "DemoModel" / "swin_unetr_brain.pt"
+DEMO_MODEL_PATH = Path(__file__).resolve().parents[1] / "Resources" / "DemoModel" / "swin_unetr_brain.pt"
 DEFAULT_CLASSES = ("frontal_L", "temporal_R", "deep_grey_L", "cerebellum")
 
 
 def demo_input():
     """Colin27 ch2better (0.5 mm) resampled to 1 mm isotropic."""
-    from . import sample_data
-    from .volume import resample_to_spacing
+    from ..datasets import samples as sample_data
+    from ..volume import resample_to_spacing
 
     resampled = resample_to_spacing(sample_data.colin27_t1_hires(), (1.0, 1.0, 1.0))
     return resampled.with_array(resampled.array.astype(np.float32), description="Colin27 ch2better resampled to 1 mm")
@@ -31,19 +31,19 @@ def demo_input():
 
 def reference_structures(image):
     """AAL regions grouped into the demo model's structures, on ``image``'s grid (the Dice reference)."""
-    from . import sample_data
-    from .brain_structures import structures_from_aal
-    from .volume import resample_to_reference
+    from ..datasets import samples as sample_data
+    from ..datasets.brain_structures import structures_from_aal
+    from ..volume import resample_to_reference
 
     aal, names = sample_data.aal_atlas()
     return structures_from_aal(resample_to_reference(aal, image, "nearest").array.astype(np.int64), names)
 
 
 def run(output: Path, method: str, classes: Sequence[str], samples: int | None, device: str) -> None:
-    from .explain import explain_volume, save_explanation
-    from .models import SegmentationModel
-    from .progress import cli_progress
-    from .volume import write_volume
+    from ..pipelines.agg2exp import explain_volume, save_explanation
+    from ..models import SegmentationModel
+    from ..progress import cli_progress
+    from ..volume import write_volume
 
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InvalidVolumeError
-from .volume import Volume
+from ..errors import InvalidVolumeError
+from ..volume import Volume
 
 __all__ = ["LABEL_NAMES", "TISSUE_HU", "PhantomAnatomy", "thorax_phantom"]
 

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import XAIExplainerError
+from ..errors import XAIExplainerError
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .models import SegmentationModel
-    from .progress import cli_progress
-    from .volume import ensure_finite, read_volume, write_volume
+    from ..models import SegmentationModel
+    from ..progress import cli_progress
+    from ..volume import ensure_finite, read_volume, write_volume
 
     output = Path(args.output)
     volume = ensure_finite(read_volume(args.input))  # fail before the model loads and the progress bar starts
@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(segment)
     segment.set_defaults(func=_segment)
 
-    for module_name in ("cli_explain", "benchmark"):
-        module = __import__(f"{__package__}.{module_name}", fromlist=["register"])
+    from ..extras import benchmark
+    from . import explain
+
+    for module in (explain, benchmark):
         module.register(commands)
     return parser
 

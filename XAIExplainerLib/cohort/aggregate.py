@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .agg2exp import RoIImportance
-from .errors import CohortError
+from ..pipelines.roi_importance import RoIImportance
+from ..errors import CohortError
 
 
 def _check_compatible(matrices: Sequence[RoIImportance]) -> None:
@@ -191,7 +191,7 @@ class RoIOutlierDetector:
 
 # ---- saved explanation folders ---------------------------------------------------------------------------------
 def load_matrix(folder: str | os.PathLike[str]) -> RoIImportance:
-    """The local matrix of a folder written by :func:`XAIExplainerLib.explain.save_explanation`."""
+    """The local matrix of a folder written by :func:`XAIExplainerLib.pipelines.agg2exp.save_explanation`."""
     path = Path(folder) / "matrix.json"
     if not path.is_file():
         raise CohortError(f"'{folder}' holds no matrix.json; pass folders written by `xai-explainer explain`.")
@@ -216,9 +216,9 @@ def run_cohort(
     The outlier forests are fitted on ``reference`` folders when given, otherwise on the cohort itself.
     Writes ``global_matrix.csv/json``, ``outliers.csv/json``, ``global_matrix.png`` and ``global_graph.*``.
     """
-    from .explain import atomic_output_folder, write_matrix_csv
-    from .figures import draw_graph, matrix_heatmap
-    from .graph import importance_graph, write_graph
+    from ..pipelines.agg2exp import atomic_output_folder, write_matrix_csv
+    from ..figures import draw_graph, matrix_heatmap
+    from ..pipelines.roi_graph import importance_graph, write_graph
 
     matrices = [load_matrix(f) for f in folders]
     ids = [Path(f).name or str(f) for f in folders]

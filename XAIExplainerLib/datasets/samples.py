@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import MissingDataPackageError, VolumeReadError
-from .volume import Volume
+from ..errors import MissingDataPackageError, VolumeReadError
+from ..volume import Volume
 
 __all__ = [
     "DATA_PACKAGES",

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import GeometryMismatchError, InvalidVolumeError, UnknownClassError
+from ..errors import GeometryMismatchError, InvalidVolumeError, UnknownClassError
 
 VARIANTS = ("absolute", "positive", "negative", "mean")
 #: Variants whose rows are a distribution over RoIs (sum to 1 for a class with non-zero mass).

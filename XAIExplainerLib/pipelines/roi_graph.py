@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .agg2exp import RoIImportance
+from .roi_importance import RoIImportance
 
 
 def select_edges(row: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> list[int]:

@@ -1,7 +1,7 @@
-"""Read back a folder written by :func:`XAIExplainerLib.explain.save_explanation` as an :class:`Explanation`.
+"""Read back a folder written by :func:`XAIExplainerLib.pipelines.agg2exp.save_explanation` as an :class:`Explanation`.
 
 The Slicer module computes explanations in a background process (``xai-explainer explain``), which saves a
-folder; this reader turns the folder into the same :class:`~XAIExplainerLib.explain.Explanation` object the
+folder; this reader turns the folder into the same :class:`~XAIExplainerLib.pipelines.agg2exp.Explanation` object the
 pipeline returns, so that ``slicer_bridge.explanation.add_explanation_to_scene`` works on either. The input image
 is not part of the folder; pass it as ``image`` when the caller has it.
 """
@@ -12,15 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .agg2exp import RoIImportance
-from .errors import VolumeReadError
-from .volume import Volume, read_volume
+from .roi_importance import RoIImportance
+from ..errors import VolumeReadError
+from ..volume import Volume, read_volume
 
 __all__ = ["graph_from_dict", "load_explanation"]
 
 
 def graph_from_dict(data: dict[str, Any]):
-    """Inverse of :func:`XAIExplainerLib.graph.graph_to_dict`: a ``networkx.DiGraph`` with the same attributes."""
+    """Inverse of :func:`XAIExplainerLib.pipelines.roi_graph.graph_to_dict`: a ``networkx.DiGraph`` with the same attributes."""
     import networkx as nx
 
     g = nx.DiGraph(**dict(data.get("graph", {})))
@@ -51,13 +51,13 @@ def _volume(path: Path) -> Volume:
 
 
 def load_explanation(folder: str | os.PathLike[str], image: Volume | None = None):
-    """The :class:`~XAIExplainerLib.explain.Explanation` saved in ``folder``.
+    """The :class:`~XAIExplainerLib.pipelines.agg2exp.Explanation` saved in ``folder``.
 
     Heatmaps, labels and RoI map come from the NIfTI files, the matrices from ``matrix.json``, the graph from
     ``graph.json`` and names, method and parameters from ``provenance.json``. ``image`` (the explained input,
     which the folder does not store) is kept as given, ``None`` by default.
     """
-    from .explain import Explanation, safe_name
+    from .agg2exp import Explanation, safe_name
 
     root = Path(folder)
     if not root.is_dir():

@@ -1,0 +1,1 @@
+"""Sample data read from installed packages, a synthetic phantom and the demo's brain-structure labels."""

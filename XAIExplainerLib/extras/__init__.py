@@ -1,0 +1,1 @@
+"""Apart from the product: the demo and the benchmark against captum and MONAI."""
