@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
+from .roi_graph import graph_from_dict
 from .roi_importance import RoIImportance
 from ..errors import VolumeReadError
 from ..io import read_json, read_result_volume, safe_name
 from ..volume import Volume
 
 __all__ = ["graph_from_dict", "load_explanation"]
-
-
-def graph_from_dict(data: dict[str, Any]):
-    """Inverse of :func:`XAIExplainerLib.pipelines.roi_graph.graph_to_dict`: a ``networkx.DiGraph`` with the same attributes."""
-    import networkx as nx
-
-    g = nx.DiGraph(**dict(data.get("graph", {})))
-    for node in data.get("nodes", []):
-        attrs = dict(node)
-        g.add_node(attrs.pop("id"), **attrs)
-    for edge in data.get("edges", []):
-        attrs = dict(edge)
-        g.add_edge(attrs.pop("source"), attrs.pop("target"), **attrs)
-    return g
 
 
 def load_explanation(folder: str | os.PathLike[str], image: Volume | None = None):
