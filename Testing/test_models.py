@@ -75,7 +75,7 @@ def test_state_dict_formats_load_the_same_network(tmp_path, tiny_swin, layout):
     loaded = SegmentationModel.load(tmp_path / "weights.pt", device="cpu")
     x = torch.rand(1, 1, 64, 64, 64)
     torch.testing.assert_close(_outputs(loaded, x), network(x).detach())
-    assert loaded.label_names == config.label_names and loaded.kind == "state_dict" and len(loaded.sha256) == 64
+    assert loaded.label_names == config.label_names and loaded.load_form == "state_dict" and len(loaded.sha256) == 64
 
 
 def test_torchscript_file_loads_with_its_json(tmp_path, tiny_swin):
@@ -85,7 +85,7 @@ def test_torchscript_file_loads_with_its_json(tmp_path, tiny_swin):
     config.save(tmp_path / "seg.json")
     loaded = SegmentationModel.load(tmp_path / "seg.ts", device="cpu")
     x = torch.rand(1, 1, 64, 64, 64)
-    assert loaded.kind == "torchscript"
+    assert loaded.load_form == "torchscript"
     torch.testing.assert_close(_outputs(loaded, x), network(x).detach(), rtol=1e-4, atol=1e-4)
 
 
@@ -105,7 +105,7 @@ def test_monai_bundle_folder_gives_config_and_weights(tmp_path, tiny_swin):
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(inference))
     torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
     loaded = SegmentationModel.load(tmp_path, device="cpu")
-    assert loaded.kind == "bundle"
+    assert loaded.load_form == "bundle"
     assert loaded.label_names == ["background", "liver", "bone"]
     assert loaded.config.spacing == (2.0, 2.0, 2.0) and loaded.config.roi_size == (64, 64, 64)
     assert loaded.config.overlap == 0.5 and loaded.config.feature_size == 12
