@@ -122,6 +122,9 @@ class ModelConfig:
             self.target_units = self.target_units or [""] * len(self.target_names)
         if self.channel_names:
             _unique(self.channel_names, "Channel names")
+        if self.kind in ("regression", "classifier") and self.roi_size is not None:
+            raise ModelConfigError(f"A {self.kind} network sees the whole volume, so roi_size (a sliding window) does "
+                                   "not apply; remove it and give the input size with a 'Resize' preprocessing step.")
 
     @property
     def num_classes(self) -> int:

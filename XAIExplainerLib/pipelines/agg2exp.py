@@ -339,6 +339,8 @@ def explain_volume(
         "input": {"shape_zyx": list(volume.shape), "spacing_xyz": list(volume.spacing),
                   "source": str(volume.metadata.get("source", ""))},
         "model": model_fingerprint(model),
+        # what the network ran in (the adapter owns autocast); a bare callable runs as the caller gave it
+        "precision": str(getattr(model, "precision", "as given (not a ModelAdapter)")),
         "label_names": label_names,
         "device": str(dev),
         "versions": _versions(),
