@@ -49,7 +49,7 @@ def is_torchscript(path: Path) -> bool:
 
 
 def extract_state_dict(obj: Any, source: Path) -> dict[str, Any]:
-    """Find the parameter dict in a checkpoint and strip wrapper prefixes (``module.``, ``model.``)."""
+    """Find the parameter dict in a checkpoint (prefixes are aligned with the network in :func:`load_into`)."""
     import torch
 
     if isinstance(obj, torch.nn.Module):
@@ -66,15 +66,31 @@ def extract_state_dict(obj: Any, source: Path) -> dict[str, Any]:
             f"'{source}' has no tensors at the top level nor under any of {list(CHECKPOINT_KEYS)}; "
             f"its keys are {list(obj)[:10]}."
         )
-    for prefix in STRIPPED_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def align_prefixes(state: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """Strip wrapper prefixes (``module.``, ``model.``) while that brings the names closer to the network's own.
+
+    A prefix is stripped only when the network's names lack it: MONAI's ``UNet`` itself names its layers
+    ``model.0...``, and those must stay.
+    """
+    state = dict(state)
+    stripped = True
+    while stripped and set(state) != set(own):
+        stripped = False
+        for prefix in STRIPPED_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state) and not all(k.startswith(prefix) for k in own):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
+                break
     return state
 
 
 def load_into(network: Any, state: Mapping[str, Any], source: Path) -> None:
     """``load_state_dict`` that reports missing/unexpected/mismatched keys as one readable error."""
     own = network.state_dict()
+    state = align_prefixes(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
