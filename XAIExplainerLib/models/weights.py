@@ -212,7 +212,8 @@ def bundle_config(folder: Path) -> ModelConfig:
     """Derive a :class:`ModelConfig` from a bundle's metadata and inference configuration.
 
     Label names come from ``network_data_format.outputs.pred.channel_def``; the architecture from
-    ``network_def``; spacing and ROI from the ``Spacingd`` transform and the sliding-window inferer. A
+    ``network_def``; spacing and ROI from the ``Spacingd`` transform and the sliding-window inferer; the
+    preprocessing from the bundle's own transforms where they translate (:mod:`.bundle`), else the preset. A
     ``"xai_explainer"`` object in ``metadata.json`` overrides any field (for bundles whose preprocessing cannot be
     read off the transforms).
     """
@@ -245,5 +246,10 @@ def bundle_config(folder: Path) -> ModelConfig:
         fields["roi_size"] = inferer["roi_size"]
         if isinstance(inferer.get("overlap"), (int, float)):
             fields["overlap"] = inferer["overlap"]
+    from .bundle import bundle_preprocessing
+
+    steps = bundle_preprocessing(inference)
+    if steps is not None:
+        fields["preprocessing"] = steps
     fields.update(metadata.get("xai_explainer", {}))
     return ModelConfig.from_dict(fields)
