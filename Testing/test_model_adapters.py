@@ -259,3 +259,17 @@ def test_downsampling_network_output_grid_covers_the_same_field_of_view():
     interior = _inside(volume, coarse, 1.0)
     assert interior.sum() > 50
     np.testing.assert_allclose(on_input.array[interior], volume.array[interior], atol=2e-3)
+
+
+def test_named_layer_takes_hooks_and_unknown_names_are_refused():
+    conv = torch.nn.Conv3d(1, 2, 1)
+    network = torch.nn.Sequential(conv, torch.nn.ReLU())
+    model = ImageToImageModel.from_network(network, ModelConfig(kind="image_to_image", channel_names=["a", "b"]))
+    seen = []
+    handle = model.layer("0").register_forward_hook(lambda module, args, out: seen.append(out.detach()))
+    x = torch.randn(1, 1, 4, 4, 4)
+    out = model(x)
+    handle.remove()
+    torch.testing.assert_close(seen[0].clamp(min=0), out)  # the hooked activation is the pre-ReLU output
+    with pytest.raises(ModelCapabilityError, match="no layer 'conv1'"):
+        model.layer("conv1")
