@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, NamedTuple
 
 import numpy as np
 
@@ -20,6 +20,14 @@ from .config import ModelConfig
 from .preprocessing import build_steps, preprocessing_steps, run_steps
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+class _WindowSpec(NamedTuple):
+    """Stand-in for ``models.sliding_window.SlidingWindow`` until that module lands (the same three fields)."""
+
+    roi_size: tuple[int, int, int]
+    overlap: float
+    mode: str
 
 
 def resolve_precision(precision: str, device: Any) -> str:
@@ -120,8 +128,8 @@ class ModelAdapter:
             return None
         try:
             from .sliding_window import SlidingWindow
-        except ImportError:  # until models/sliding_window.py lands, the attribution layer's class is the same one
-            from ..attribution.gradients import SlidingWindow
+        except ImportError:  # models/sliding_window.py (attribution branch) not merged yet: same fields, no infer()
+            SlidingWindow = _WindowSpec  # noqa: N806
         return SlidingWindow(tuple(self.config.roi_size), float(self.config.overlap), "gaussian")
 
     def forward(self, x):
