@@ -259,3 +259,43 @@ def test_downsampling_network_output_grid_covers_the_same_field_of_view():
     interior = _inside(volume, coarse, 1.0)
     assert interior.sum() > 50
     np.testing.assert_allclose(on_input.array[interior], volume.array[interior], atol=2e-3)
+
+
+def test_named_layer_takes_hooks_and_unknown_names_are_refused():
+    conv = torch.nn.Conv3d(1, 2, 1)
+    network = torch.nn.Sequential(conv, torch.nn.ReLU())
+    model = ImageToImageModel.from_network(network, ModelConfig(kind="image_to_image", channel_names=["a", "b"]))
+    seen = []
+    handle = model.layer("0").register_forward_hook(lambda module, args, out: seen.append(out.detach()))
+    x = torch.randn(1, 1, 4, 4, 4)
+    out = model(x)
+    handle.remove()
+    torch.testing.assert_close(seen[0].clamp(min=0), out)  # the hooked activation is the pre-ReLU output
+    with pytest.raises(ModelCapabilityError, match="no layer 'conv1'"):
+        model.layer("conv1")
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([{"transform": "Resise", "spatial_size": [8, 8, 8]}], r"Unknown preprocessing transform 'Resise'.*Resize"),
+    ([{"transform": "Spacingd", "keys": "image", "pixdim": 1.0}], "dictionary transforms ending in 'd'"),
+    ([{"transform": "RandGaussianNoise"}], "is random"),
+    ([{"transform": "Resize", "spatial_sise": [8, 8, 8]}], "MONAI transform 'Resize' rejected its arguments"),
+    ([{"transform": "ResampleToSpacing", "spacing": [1, 1, 1]}], r"'ResampleToSpacing'.*it takes \['pixdim', 'mode'\]"),
+    ([{"spatial_size": [8, 8, 8]}], "step 0 must be an object with a 'transform' name"),
+    ("cta", "Unknown preprocessing preset 'cta'"),
+])
+def test_bad_preprocessing_is_named_when_the_model_loads(steps, message):
+    config = ModelConfig(kind="image_to_image", preprocessing=steps)
+    with pytest.raises(ModelConfigError, match=message):
+        ImageToImageModel.from_network(torch.nn.Identity(), config)
+
+
+def test_python_callable_preprocessing_step(oblique_volume):
+    """The escape hatch: ``package.module:callable`` gets the volume and its arguments and returns a Volume."""
+    steps = [{"transform": "XAIExplainerLib.volume:reorient", "orientation": "LPS"}]
+    model = ImageToImageModel.from_network(torch.nn.Identity(), ModelConfig(kind="image_to_image",
+                                                                            preprocessing=steps))
+    model_space = model.preprocess(oblique_volume)
+    direction = np.asarray(model_space.direction).reshape(3, 3)
+    assert np.all(np.diag(direction) > 0.9)  # axes now run along L, P, S (the oblique volume is 20° off)
+    assert model.describe()["preprocessing"] == steps

@@ -41,10 +41,10 @@ def _volume() -> Volume:
     return Volume(array, spacing=(1.0, 1.0, 1.0))
 
 
-EXPECTED = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}
+EXPECTED = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@pytest.mark.parametrize("precision", ["auto", "float32", "bfloat16"])
+@pytest.mark.parametrize("precision", sorted(EXPECTED))
 def test_explanation_provenance_records_the_dtype_the_network_ran_in(precision):
     model, net = _model(precision)
     explanation = explain_volume(_volume(), model, method="vanilla_gradient", classes=["dense"])
@@ -53,7 +53,7 @@ def test_explanation_provenance_records_the_dtype_the_network_ran_in(precision):
     assert recorded == model.describe()["precision"] == str(EXPECTED[precision]).removeprefix("torch.")
 
 
-@pytest.mark.parametrize("precision", ["auto", "float32", "bfloat16"])
+@pytest.mark.parametrize("precision", sorted(EXPECTED))
 def test_segment_runs_in_the_precision_describe_reports(precision):
     model, net = _model(precision)
     result = model.segment(_volume())
