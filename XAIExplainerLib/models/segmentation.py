@@ -101,28 +101,48 @@ class SegmentationModel:
             array = np.swapaxes(array, -1, -3)
         return np.ascontiguousarray(array)
 
-    def logits(self, x):
-        """Differentiable logits (B, C, ...): the network directly when ``x`` fits the ROI, else a sliding window."""
+    # ---- the public API explainers use (minimal until the ModelAdapter base lands) -----------------------------
+    @property
+    def precision(self) -> str:
+        """The dtype the network runs in: bfloat16 under CUDA autocast, float32 otherwise."""
+        return "bfloat16" if self.use_autocast else "float32"
+
+    def precision_context(self):
+        """Autocast (when the model runs in bfloat16) and fused Swin attention: how the network is run."""
+        import contextlib
+
         import torch
 
+        from .fused_attention import fused_window_attention
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_autocast))
+        stack.enter_context(fused_window_attention(self.network, self.fused_attention))
+        return stack
+
+    @property
+    def sliding_window(self):
+        """The window the network is trained on (MONAI Gaussian blending), from the config."""
+        from .sliding_window import SlidingWindow
+
+        return SlidingWindow(tuple(int(r) for r in self.config.roi_size), float(self.config.overlap), "gaussian")
+
+    def run_network(self, x):
+        """The bare network on ROI-sized input under the model's precision and fused attention (float32 out)."""
+        with self.precision_context():
+            out = self.network(x)
+        return out.float()
+
+    def logits(self, x):
+        """Differentiable logits (B, C, ...): the network directly when ``x`` fits the ROI, else a sliding window."""
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
             raise InvalidVolumeError(
                 f"Model input must be (batch, {self.config.in_channels}, D, H, W); got shape {tuple(x.shape)}."
             )
-        from .fused_attention import fused_window_attention
-
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_autocast), \
-                fused_window_attention(self.network, self.fused_attention):
-            if tuple(x.shape[2:]) == tuple(self.config.roi_size):
-                out = self.network(x)
-            else:
-                from monai.inferers import sliding_window_inference
-
-                out = sliding_window_inference(
-                    x, self.config.roi_size, self.config.sw_batch_size, self.network,
-                    overlap=self.config.overlap, mode="gaussian",
-                )
-        return out.float()
+        window = self.sliding_window
+        if window.covers(x.shape[2:]):
+            return self.run_network(x)
+        return window.infer(self.run_network, x, self.config.sw_batch_size).float()
 
     __call__ = logits
 
