@@ -144,18 +144,6 @@ def atomic_output_folder(out_dir: str | os.PathLike[str], overwrite: bool = Fals
 
 
 # ---- the pipeline --------------------------------------------------------------------------------------------------
-def _model_device(model: Any):
-    import torch
-
-    dev = getattr(model, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    try:
-        return next(model.network.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 def _roi_name_map(roi_names: "Mapping[int, str] | Sequence[str] | None") -> "Mapping[int, str] | None":
     if roi_names is None or isinstance(roi_names, Mapping):
         return roi_names
@@ -196,6 +184,7 @@ def explain_volume(
     from ..attribution import ClassAggregate
     from ..device import resolve_device
     from .roi_graph import importance_graph, label_centroids_mm
+    from ..attribution.inputs import model_device
     from ..attribution.registry import call_method, get_method
     from ..metrics import evaluate_attributions
 
@@ -222,7 +211,7 @@ def explain_volume(
     def method_progress(fraction: float, message: str) -> None:
         report(attr_span[0] + (attr_span[1] - attr_span[0]) * float(fraction), message)
 
-    dev = _model_device(model)
+    dev = model_device(model) or torch.device("cpu")
     if device is not None and str(device).lower() != "auto" and resolve_device(device) != dev:
         from ..errors import DeviceError
 
@@ -257,7 +246,7 @@ def explain_volume(
         )
 
     t = time.perf_counter()
-    result = call_method(spec, model.logits, x, target, params, device=dev, batch_size=batch_size,
+    result = call_method(spec, model, x, target, params, device=dev, batch_size=batch_size,
                          progress=method_progress, cancel=cancel, seed=seed, **inputs)
     timings["attribution_s"] = time.perf_counter() - t
     attr = to_array(result.attributions).astype(np.float32)  # (K, z, y, x): the tensor's axes in volume order
@@ -309,7 +298,7 @@ def explain_volume(
         t = time.perf_counter()
         report(0.65, "quality metrics (faithfulness, sensitivity, complexity)")
         opts = metrics if isinstance(metrics, dict) else {}
-        metric_values = evaluate_attributions(model.logits, x, target, spec, result, method_params=params,
+        metric_values = evaluate_attributions(model, x, target, spec, result, method_params=params,
                                               method_inputs=inputs, seed=seed, batch_size=batch_size,
                                               cancel=cancel, **opts)
         timings["metrics_s"] = time.perf_counter() - t
