@@ -77,8 +77,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
 }
 #: Functions over MAX_FUNCTION_LINES, as "path/relative/to/package.py::qualname".
 ALLOWED_LONG_FUNCTIONS: dict[str, str] = {
-    # owner: attribution helper (attribution/**): the sample-plan loop; the gradient engine rewrite splits it.
-    "XAIExplainerLib/attribution/gradients.py::_accumulate": "owner: attribution helper",
     # owner: reliability helper (cohort/**): the cohort runner; split job building, running and summary writing.
     "XAIExplainerLib/cohort/run.py::explain_cohort": "owner: reliability helper",
 }

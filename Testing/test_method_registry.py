@@ -117,7 +117,8 @@ def test_unknown_option_lists_the_methods_options_and_nothing_runs():
                                       ("segmentation",), (OptionSpec("n_samples", int, 4, "n", minimum=1),),
                                       deterministic=False))
     try:
-        with pytest.raises(MethodParameterError, match=r"does not take option\(s\) n_stepz.*n_samples \(an integer >= 1\)"):
+        expected = r"does not take option\(s\) n_stepz.*n_samples \(an integer >= 1\)"
+        with pytest.raises(MethodParameterError, match=expected):
             call_method(spec, None, None, None, {"n_stepz": 3})
         assert calls == []
         call_method("counting", None, None, None, {"n_samples": "6"}, seed=3, device="cpu", label_map="unused")

@@ -6,8 +6,12 @@ into (B, K) scores (e.g. a :class:`ClassAggregate` built from the clean predicti
 registers the built-in methods in :mod:`.registry`; :data:`ATTRIBUTION_METHODS` is a read-only
 ``name -> function`` view of it kept for old code.
 """
-from .gradients import SlidingWindow, integrated_gradients, smoothgrad, vanilla_gradient
+# one file per method; importing them registers them, in this (menu) order
+from .vanilla_gradient import vanilla_gradient  # noqa: I001
+from .smoothgrad import smoothgrad
+from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
+from ..models.sliding_window import SlidingWindow
 from .registry import (
     MethodFunctions,
     MethodSpec,
@@ -19,7 +23,7 @@ from .registry import (
     unregister_method,
 )
 from .result import AttributionResult
-from .targets import ClassAggregate
+from .targets import ClassAggregate, OutputMask, RegressionScore, Target
 
 #: Read-only live view ``name -> function`` of the method registry (use :func:`available_methods` in new code).
 ATTRIBUTION_METHODS = MethodFunctions()
@@ -30,7 +34,10 @@ __all__ = [
     "ClassAggregate",
     "MethodSpec",
     "OptionSpec",
+    "OutputMask",
+    "RegressionScore",
     "SlidingWindow",
+    "Target",
     "available_methods",
     "call_method",
     "get_method",

@@ -4,13 +4,15 @@ The batch size is derived from *measured* memory: the first batch holds one samp
 record how many bytes the autograd graph keeps (CPU: sizes of the tensors saved for backward; CUDA: the
 allocator's peak). That figure times a safety factor, divided into half of the currently free memory, gives
 the batch size for the rest of the run. A CUDA out-of-memory error halves the batch and retries, down to one
-sample; only then is a :class:`DeviceError` raised.
+sample; only then is a :class:`DeviceError` raised. :func:`run_batches` is that loop, shared by the gradient and
+the perturbation engines.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -114,3 +116,82 @@ def release_cached_memory(device: "torch.device") -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+@dataclass
+class BatchRun:
+    """How a :func:`run_batches` loop went (for provenance): the largest batch and the probed bytes per item."""
+
+    largest_batch: int = 0
+    probe_bytes: int | None = None
+
+
+def run_batches(
+    n_items: int,
+    compute: Callable[[int, int], Any],
+    commit: Callable[[int, int, Any], None],
+    *,
+    device: "torch.device",
+    method: str,
+    batch_size: int | None = None,
+    first_batch: int = 1,
+    probe: bool = True,
+    backward_copies: int = 1,
+    what: str = "model evaluations",
+    item: str = "item",
+    oom_hint: str = "",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_first_failure: Callable[[Exception], Exception] | None = None,
+) -> BatchRun:
+    """Run items ``[start, stop)`` through ``compute`` batch by batch and hand each result to ``commit``.
+
+    ``compute`` may fail with out-of-memory (the batch is halved and retried, nothing was committed);
+    ``commit`` only runs on success. Without ``batch_size`` the first batch holds ``first_batch`` items, measured
+    by a :class:`MemoryProbe` when ``probe`` is set, which sizes the remaining batches from free memory.
+    ``on_first_failure`` turns a non-memory error of the very first batch into a clear one (the model rejects
+    the input). ``cancel()`` is checked before every batch.
+    """
+    from ..errors import CancelledError, DeviceError, XAIExplainerError
+
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        from ..errors import MethodParameterError
+
+        raise MethodParameterError(f"batch_size must be a positive integer or None (automatic), got {batch_size}.")
+    meter = MemoryProbe(device) if batch_size is None and probe else None
+    size = int(batch_size) if batch_size is not None else max(1, int(first_batch))
+    run, done, first = BatchRun(), 0, True
+    while done < n_items:
+        if cancel is not None and cancel():
+            raise CancelledError(f"{method} was cancelled after {done} of {n_items} {what}.")
+        size = min(size, n_items - done)
+        try:
+            if first and meter is not None:
+                with meter.measure():
+                    result = compute(done, done + size)
+            else:
+                result = compute(done, done + size)
+        except Exception as error:  # noqa: BLE001 — out-of-memory is handled, the rest re-raised (or explained)
+            if not is_out_of_memory(error):
+                ours = isinstance(error, XAIExplainerError) or not isinstance(error, RuntimeError)
+                if first and on_first_failure is not None and not ours:
+                    raise on_first_failure(error) from error
+                raise
+            release_cached_memory(device)
+            if size > 1:
+                size = max(1, size // 2)
+                continue
+            raise DeviceError(f"{method} ran out of memory on {device} even with one {item} per batch. {oom_hint}") \
+                from None
+        commit(done, done + size, result)
+        del result
+        done += size
+        run.largest_batch = max(run.largest_batch, size)
+        if first and meter is not None:
+            run.probe_bytes = int(meter.bytes)
+            size = batch_size_from_memory(device, meter.bytes, n_items - done, backward_copies) if done < n_items \
+                else 1
+        first = False
+        if progress is not None:
+            progress(done / n_items, f"{method}: {done}/{n_items} {what}")
+    return run

@@ -1,4 +1,13 @@
-"""Score functions that turn a segmentation output into one scalar per explained class.
+"""Targets: what an attribution explains, as a function ``model output -> (B, K) scores``.
+
+Every target follows the :class:`Target` protocol (``names``, ``num_targets``, ``absent``, ``__call__``,
+``describe``), so every method explains K scores from one set of model evaluations whatever the model kind.
+:class:`ClassAggregate` (segmentation, Agg2Exp), :class:`RegressionScore` (regression: higher, lower or closeness
+to a reference value) and :class:`OutputMask` (image-to-image or segmentation: the output summed inside a mask).
+Targets that are a voxel-weighted sum of output channels (:class:`VoxelWeighted`) can also be explained
+window by window.
+
+Segmentation (Agg2Exp):
 
 Agg2Exp explains a segmentation network through the *class-aggregated* model
 
@@ -15,7 +24,7 @@ class of the explanation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 from ..errors import GeometryMismatchError, InvalidVolumeError, ModelConfigError, UnknownClassError
 
@@ -23,6 +32,36 @@ if TYPE_CHECKING:  # torch is imported lazily so that ``import XAIExplainerLib``
     import torch
 
 REDUCTIONS = ("sum", "mean")
+REGRESSION_MODES = ("higher", "lower", "closeness")
+
+
+@runtime_checkable
+class Target(Protocol):
+    """What every method needs from a target: K named scores per batch item, and which are identically 0."""
+
+    names: list[str]
+    absent: list[str]
+
+    @property
+    def num_targets(self) -> int: ...
+
+    def __call__(self, output: "torch.Tensor") -> "torch.Tensor": ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class VoxelWeighted(Protocol):
+    """A target ``score_k = Σ_v weights[k, v] · output[:, channels[k], v]``: linear in a dense output.
+
+    That linearity is what lets the gradient engine explain a large volume window by window (see
+    :mod:`XAIExplainerLib.models.sliding_window`) and skip windows where ``support`` is empty.
+    """
+
+    channels: list[int]
+    support: "torch.Tensor"  # bool (K, D, H, W)
+
+    def weights(self, device, dtype) -> "torch.Tensor": ...
 
 
 def _resolve_classes(
@@ -142,6 +181,21 @@ class ClassAggregate:
         return len(self.classes)
 
     @property
+    def channels(self) -> list[int]:
+        """Output channel of each target (:class:`VoxelWeighted`)."""
+        return list(self.classes)
+
+    @property
+    def support(self) -> "torch.Tensor":
+        """Voxels each score looks at (:class:`VoxelWeighted`): the fixed class masks."""
+        return self.masks
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "class_aggregate", "definition": "sum over the clean prediction's class mask of the class "
+                "logits (Agg2Exp f_c)", "reduction": self.reduction, "classes": list(self.classes),
+                "names": list(self.names), "absent": list(self.absent)}
+
+    @property
     def spatial_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.masks.shape[1:])  # type: ignore[return-value]
 
@@ -188,3 +242,145 @@ class ClassAggregate:
         selected = output[:, self.classes]  # (B, K, D, H, W)
         w = self.weights(output.device, output.dtype)
         return (selected * w.unsqueeze(0)).flatten(2).sum(2)
+
+
+def _weighted_channel_sum(output: "torch.Tensor", channels: list[int], weights_of, shape) -> "torch.Tensor":
+    """``(B, K)``: Σ_v w_k(v)·output[:, channels[k], v], low-precision outputs summed in float32."""
+    import torch
+
+    if output.ndim != 5:
+        raise InvalidVolumeError(f"model output must have shape (B, C, D, H, W), got {tuple(output.shape)}.")
+    if tuple(output.shape[2:]) != tuple(shape):
+        raise GeometryMismatchError(
+            f"model output has spatial shape {tuple(output.shape[2:])} but the target was built on {tuple(shape)}."
+        )
+    if max(channels) >= output.shape[1]:
+        raise UnknownClassError(f"channel {max(channels)} does not exist in an output with {output.shape[1]} channels.")
+    if output.dtype in (torch.float16, torch.bfloat16):
+        output = output.float()
+    w = weights_of(output.device, output.dtype)
+    return (output[:, channels] * w.unsqueeze(0)).flatten(2).sum(2)
+
+
+@dataclass(eq=False)
+class OutputMask:
+    """IBIX's M^f: ``score_k = Σ_{v ∈ mask_k} output[:, channel_k, v]``, one score per output channel.
+
+    ``mask`` is ``(D, H, W)`` (the same region for every channel) or ``(K, D, H, W)`` (one per channel), boolean
+    or weights. ``channels`` default to all channels of ``n_channels``. An empty mask gives a score of 0 and is
+    listed in :attr:`absent`.
+    """
+
+    mask: "torch.Tensor" = field(repr=False)
+    channels: list[int]
+    names: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if not isinstance(self.mask, torch.Tensor) or self.mask.ndim not in (3, 4):
+            raise InvalidVolumeError("mask must be a (D, H, W) or (K, D, H, W) tensor.")
+        self.channels = [int(c) for c in self.channels]
+        if not self.channels or min(self.channels) < 0:
+            raise UnknownClassError(f"channels must be non-negative output channels, got {self.channels}.")
+        if self.mask.ndim == 3:
+            self.mask = self.mask.unsqueeze(0).expand(len(self.channels), *self.mask.shape)
+        if self.mask.shape[0] != len(self.channels):
+            raise GeometryMismatchError(f"{self.mask.shape[0]} masks for {len(self.channels)} channels.")
+        self.mask = self.mask.detach().cpu()
+        self.mask = self.mask.float() if self.mask.dtype == torch.bool else self.mask
+        if not self.names:
+            self.names = [f"channel_{c}" for c in self.channels]
+        if len(self.names) != len(self.channels):
+            raise ValueError(f"{len(self.names)} names given for {len(self.channels)} channels.")
+        nonzero = (self.mask != 0).flatten(1).any(1).tolist()
+        self.absent = [n for n, any_voxel in zip(self.names, nonzero) if not any_voxel]
+        self._cache: dict = {}
+
+    @property
+    def num_targets(self) -> int:
+        return len(self.channels)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.mask.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def support(self) -> "torch.Tensor":
+        return self.mask != 0
+
+    def weights(self, device, dtype) -> "torch.Tensor":
+        key = (str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = self.mask.to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def __call__(self, output: "torch.Tensor") -> "torch.Tensor":
+        return _weighted_channel_sum(output, self.channels, self.weights, self.spatial_shape)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "output_mask", "definition": "sum of each output channel inside its mask",
+                "channels": list(self.channels), "names": list(self.names), "mask_voxels":
+                [int(v) for v in self.support.flatten(1).sum(1).tolist()], "absent": list(self.absent)}
+
+
+@dataclass(eq=False)
+class RegressionScore:
+    """Scores of a regression output ``(B, T)``: ``higher`` = ŷ, ``lower`` = −ŷ, ``closeness`` = −(ŷ − a*)².
+
+    ``target`` picks one output (index or name) or, with None, all T. ``reference`` a* (closeness only) is one
+    number or one per explained output. "What makes the prediction closer to a*" is the closeness gradient.
+    """
+
+    mode: str
+    names: list[str]
+    indices: list[int]
+    reference: list[float] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in REGRESSION_MODES:
+            raise ValueError(f"mode must be one of {REGRESSION_MODES}, got {self.mode!r}.")
+        if len(self.names) != len(self.indices):
+            raise ValueError(f"{len(self.names)} names given for {len(self.indices)} outputs.")
+        if self.mode == "closeness":
+            if len(self.reference) == 1:
+                self.reference = self.reference * len(self.indices)
+            if len(self.reference) != len(self.indices):
+                raise ValueError("closeness needs a reference value a* (one, or one per explained output).")
+            self.reference = [float(r) for r in self.reference]
+
+    @classmethod
+    def build(cls, mode: str, output_names: Sequence[str], target: "int | str | None" = None,
+              reference: "float | Sequence[float] | None" = None) -> "RegressionScore":
+        """The score of output ``target`` (index or name; None = all) of a model with ``output_names``."""
+        names = [str(n) for n in output_names]
+        indices = _resolve_classes(None if target is None else [target], names)
+        refs = [] if reference is None else ([float(reference)] if isinstance(reference, (int, float))
+                                             else [float(r) for r in reference])
+        return cls(mode, [names[i] for i in indices], indices, refs)
+
+    @property
+    def num_targets(self) -> int:
+        return len(self.indices)
+
+    def __call__(self, output: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        if output.ndim != 2 or max(self.indices) >= output.shape[1]:
+            raise InvalidVolumeError(f"a regression output must be (B, T) with T > {max(self.indices)}, got "
+                                     f"{tuple(output.shape)}.")
+        if output.dtype in (torch.float16, torch.bfloat16):
+            output = output.float()
+        y = output[:, self.indices]
+        if self.mode == "higher":
+            return y
+        if self.mode == "lower":
+            return -y
+        reference = torch.tensor(self.reference, dtype=y.dtype, device=y.device)
+        return -((y - reference) ** 2)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "regression_score", "mode": self.mode, "outputs": list(self.names),
+                "reference": list(self.reference) if self.mode == "closeness" else None}

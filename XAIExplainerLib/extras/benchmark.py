@@ -119,20 +119,26 @@ def _replayed_noise(peer: str, x, sigma: float, n: int, seed: int, batch: int):
 
 
 def _run_ours(method: str, model, x, target, spec: dict[str, Any]):
-    from ..attribution import gradients
+    """Ours on the bare network, its attention fused the way a model adapter runs it (unless ``ours-unfused``)."""
+    from ..models.fused_attention import fused_window_attention
+
+    with fused_window_attention(model, spec["impl"] != "ours-unfused"):
+        return _call_ours(method, model, x, target, spec)
+
+
+def _call_ours(method: str, model, x, target, spec: dict[str, Any]):
+    from ..attribution import integrated_gradients, smoothgrad, vanilla_gradient
     from ..attribution.kernel_shap import kernel_shap
     from ..attribution.supervoxels import cube_supervoxels
 
-    common = {"batch_size": spec["batch_size"], "autocast": False, "fused_attention": spec["impl"] != "ours-unfused"}
+    common = {"batch_size": spec["batch_size"]}
     if method == "vanilla_gradient":
-        return gradients.vanilla_gradient(model, x, target, **common).attributions
+        return vanilla_gradient(model, x, target, **common).attributions
     if method == "smoothgrad":
-        noise = spec["_noise"]
-        return gradients.smoothgrad(model, x, target, noise=noise, **common).attributions
+        return smoothgrad(model, x, target, noise=spec["_noise"], **common).attributions
     if method == "integrated_gradients":
-        return gradients.integrated_gradients(
-            model, x, target, n_steps=spec["n"], rule="riemann_trapezoid", **common
-        ).attributions
+        return integrated_gradients(model, x, target, n_steps=spec["n"], rule="riemann_trapezoid",
+                                    **common).attributions
     if method == "kernel_shap":
         ids = cube_supervoxels(x.shape[2:], spec["n_cubes"])
         result = kernel_shap(model, x, target, supervoxels=ids, n_samples=spec["n"], seed=spec["seed"], **common)
@@ -143,7 +149,7 @@ def _run_ours(method: str, model, x, target, spec: dict[str, Any]):
 def _run_peer(method: str, peer: str, model, x, target, spec: dict[str, Any]):
     import torch
 
-    from ..attribution.gradients import smoothgrad_noise_std
+    from ..attribution.smoothgrad import smoothgrad_noise_std
     from ..attribution.supervoxels import cube_supervoxels
 
     maps = []
@@ -220,7 +226,7 @@ def _execute(spec: dict[str, Any]) -> dict[str, Any]:
     x = state["x"].to(device)
     target = ClassAggregate(classes=list(state["classes"]), names=list(state["names"]), masks=state["masks"])
     if spec["method"] == "smoothgrad" and spec["impl"].startswith("ours"):
-        from ..attribution.gradients import smoothgrad_noise_std
+        from ..attribution.smoothgrad import smoothgrad_noise_std
 
         peer = spec["impl"].split("@")[1] if "@" in spec["impl"] else "captum"
         sigma = smoothgrad_noise_std(x, spec["noise_level"])

@@ -63,16 +63,12 @@ def require_volume(volume: Any, caller: str = "explain_volume") -> Volume:
 
 
 def model_device(model: Any) -> "torch.device":
-    """Where the model's weights live: its ``device`` attribute, else its first parameter's, else the CPU."""
+    """Where the model's weights live (the attribution layer's one device policy); the CPU for plain functions."""
     import torch
 
-    dev = getattr(model, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    try:
-        return next(model.network.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
+    from ..attribution.inputs import model_device as device_of
+
+    return device_of(model) or torch.device("cpu")
 
 
 def check_device(model: Any, requested: "str | None") -> "torch.device":
@@ -90,7 +86,12 @@ def check_device(model: Any, requested: "str | None") -> "torch.device":
 
 # ---- model -------------------------------------------------------------------------------------------------------
 def model_forward(model: Any) -> Callable:
-    """The differentiable function methods explain: a segmentation adapter's ``logits``, else the model itself."""
+    """What methods explain: an adapter itself (methods use its precision, window and network through its public
+    API), else a duck-typed model's ``logits``, else the callable as given."""
+    from ..attribution.inputs import is_adapter
+
+    if is_adapter(model):
+        return model
     return getattr(model, "logits", None) or model
 
 
