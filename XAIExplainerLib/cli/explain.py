@@ -76,22 +76,22 @@ def _explain(args: argparse.Namespace) -> int:
     from ..pipelines.agg2exp import explain_volume, save_explanation
     from ..metrics import resolve_method
     from ..models import SegmentationModel
+    from ..outputs import check_output_folder, sweep_stale_temporaries
     from ..progress import cli_progress
-    from ..volume import read_volume
+    from ..volume import ensure_finite, read_volume
 
+    inputs = [args.input, args.model, args.rois, args.roi_names]
+    output = check_output_folder(args.output, inputs, overwrite=args.overwrite)
     fn = resolve_method(args.method)
     params = _parse_params(args.param)
     if args.samples is not None:
         params.update(_samples_option(fn, args.samples))
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        from ..errors import OutputExistsError
-
-        raise OutputExistsError(f"The output folder '{output}' already exists; choose another or pass --overwrite.")
-    volume = read_volume(args.input)
+    # the input is read and checked (size, NaN/Inf) before the model: a bad scan costs no model load
+    volume = ensure_finite(read_volume(args.input))
     rois = read_volume(args.rois) if args.rois else None
     roi_names = read_roi_names(args.roi_names) if args.roi_names else None
     model = SegmentationModel.load(args.model, device=args.device)
+    sweep_stale_temporaries(output.absolute().parent)
     report, close = cli_progress(args.progress_lines, f"explain ({args.method})")
     try:
         expl = explain_volume(
@@ -114,7 +114,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _cohort(args: argparse.Namespace) -> int:
     from ..cohort.aggregate import run_cohort
+    from ..outputs import check_output_folder
 
+    check_output_folder(args.output, [*args.explanations, *(args.reference or [])], overwrite=args.overwrite)
     result = run_cohort(args.explanations, args.output, reference=args.reference, seed=args.seed,
                         min_scans=args.min_scans, overwrite=args.overwrite)
     glob, report = result["global"], result["outliers"]
@@ -133,6 +135,9 @@ def _cohort_explain(args: argparse.Namespace) -> int:
     from ..metrics import resolve_method
     from ..progress import cli_progress
 
+    from ..outputs import check_output_folder
+
+    check_output_folder(args.output, [*args.inputs, args.model, *(args.reference or [])], exists_ok=True)
     params = _parse_params(args.param)
     if args.samples is not None:
         params.update(_samples_option(resolve_method(args.method), args.samples))
@@ -192,6 +197,9 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
     c.add_argument("--overwrite", action="store_true")
+    from .main import add_debug_option
+
+    add_debug_option(c)
     c.set_defaults(func=_cohort)
 
     ce = subparsers.add_parser("cohort-explain", help="explain many scans with one model, then aggregate them")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..device import resolve_device
 from ..errors import DeviceError, InvalidVolumeError
-from ..volume import Volume, resample_to_reference
+from ..volume import Volume, labels_on_grid, resample_to_reference
 from .config import ModelConfig
 from .preprocessing import preprocess
 
@@ -122,7 +122,24 @@ class SegmentationModel:
                     x, self.config.roi_size, self.config.sw_batch_size, self.network,
                     overlap=self.config.overlap, mode="gaussian",
                 )
+        self._check_output_channels(out)
         return out.float()
+
+    def _check_output_channels(self, out) -> None:
+        """Labels and output channels must match one to one; checked on every forward, so before anything is written.
+
+        Without it, 13 names for 14 channels wrote a label map and 13 probability maps and then died with an
+        IndexError, and 15 names for 14 channels were accepted silently.
+        """
+        names = len(self.config.label_names)
+        if out.ndim < 2 or out.shape[1] != names:
+            from ..errors import ModelConfigError
+
+            raise ModelConfigError(
+                f"The model outputs {out.shape[1] if out.ndim >= 2 else 'no'} channels but its configuration lists "
+                f"{names} label names ({self.source or 'in-memory model'}). Give exactly one name per output "
+                "channel in the model JSON ('label_names')."
+            )
 
     __call__ = logits
 
@@ -147,20 +164,9 @@ class SegmentationModel:
         probs = self.to_array(probabilities)  # (C, z, y, x), model space
         model_labels = model_space.with_array(probs.argmax(0).astype(np.uint8), space="model")
         report(0.7, "resampling to the input grid")
-        # Probabilities are resampled channel by channel (linear), then the argmax is taken on the input grid: this
-        # gives smoother borders than nearest-neighbour resampling of the model-space label map.
-        best = np.full(volume.shape, -1.0, dtype=np.float32)
-        labels = np.zeros(volume.shape, dtype=np.uint8)
-        on_input = np.empty((probs.shape[0], *volume.shape), np.float32) if return_probabilities else None
-        for c in range(probs.shape[0]):
-            channel = resample_to_reference(model_space.with_array(probs[c]), volume, "linear").array
-            better = channel > best
-            labels[better] = c
-            best[better] = channel[better]
-            if on_input is not None:
-                on_input[c] = channel
-            report(0.7 + 0.3 * (c + 1) / probs.shape[0], "resampling to the input grid")
-        label_volume = volume.with_array(labels, kind="labels")
+        # one label-map rule for segment and explain (volume.labels_on_grid): argmax of resampled probabilities
+        label_volume, on_input = labels_on_grid(probs, model_space, volume, keep_probabilities=return_probabilities)
+        report(1.0, "resampling to the input grid")
         return SegmentationResult(label_volume, on_input, model_labels, self.label_names)
 
     def to_input_grid(self, model_space_volume: Volume, reference: Volume, interpolator: str = "linear") -> Volume:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .roi_importance import RoIImportance, context_ratios, roi_importance
 from ..errors import GeometryMismatchError, InvalidVolumeError, OutputExistsError
-from ..volume import Volume, require_same_grid, resample_to_reference, write_volume
+from ..volume import Volume, labels_on_grid, require_same_grid, resample_to_reference, write_volume
 
 
 @dataclass
@@ -251,6 +251,7 @@ def explain_volume(
     target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
     to_array = getattr(model, "to_array", None) or (lambda t: t.detach().float().cpu().numpy())
     labels_model = to_array(logits[0].argmax(0).to(torch.uint8)).astype(np.uint8)  # (z, y, x)
+    probabilities = to_array(torch.softmax(logits, dim=1)[0])  # for the label map on the input grid (as segment)
     if "label_map" in _accepted(fn) and "label_map" not in params:
         # semantic supervoxels = the clean prediction, which is already here: saves the method a forward pass
         params["label_map"] = logits[0].argmax(0).cpu()
@@ -288,8 +289,8 @@ def explain_volume(
 
     # --- back to the input grid for viewing ---
     t = time.perf_counter()
-    labels_input = model.to_input_grid(model_space.with_array(labels_model), volume, interpolator="nearest")
-    labels_input = labels_input.with_array(np.asarray(labels_input.array).astype(np.uint8))
+    labels_input, _ = labels_on_grid(probabilities, model_space, volume)  # the same rule as `segment`
+    del probabilities
     if roi_input is None:
         roi_input = labels_input
     heatmaps: dict[str, Volume] = {}
@@ -326,6 +327,10 @@ def explain_volume(
         "params": result.params if getattr(result, "params", None) else
         {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
         "seed": getattr(result, "seed", seed),
+        # automatic batch sizes follow free memory and batched kernels round differently: a run reproduces
+        # bit for bit with the same batch size, so the one used is recorded (pass it as --batch-size to repeat)
+        "batch_size": {"requested": batch_size,
+                       "used": (getattr(result, "params", None) or {}).get("largest_batch", batch_size)},
         "n_model_evaluations": int(getattr(result, "n_model_evaluations", 0)),
         "attribution_seconds": float(getattr(result, "seconds", timings["attribution_s"])),
         "classes": list(target.names),
