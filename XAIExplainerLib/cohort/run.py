@@ -11,7 +11,10 @@ One scan is one job, and every backend runs the same job function (:func:`explai
   (``pip install ray``).
 
 Each scan's folder is written atomically under ``OUTPUT/scans/<scan id>``; a scan whose folder is already complete
-is reused, so an interrupted cohort resumes where it stopped. A scan that fails (unreadable file, a class absent
+*and was made from the same request* (input file hash, model hash, method, every parameter, classes, seed, library
+version: :mod:`.resume`) is reused, so an interrupted cohort resumes where it stopped; any other folder is
+recomputed. An existing aggregate made with other settings is refused with the differing fields named; one made
+with the same settings is rebuilt, so a fixed failed scan joins it on the next run. A scan that fails (unreadable file, a class absent
 from the model…) is reported with its error in ``OUTPUT/cohort_summary.json`` and left out of the aggregate; the
 aggregate (:func:`~XAIExplainerLib.cohort.aggregate.run_cohort`) goes to ``OUTPUT/cohort`` once every job has ended.
 """
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import CohortError, OutputExistsError, XAIExplainerError
+from ..errors import CohortError, XAIExplainerError
 
 Progress = Callable[[float, str], None]
 
@@ -46,6 +49,7 @@ class ScanJob:
     batch_size: int | None = None
     metrics: bool = False
     device: str = "auto"
+    settings: dict = field(default_factory=dict)  # resume.cohort_request: what a reusable folder must match
 
 
 @dataclass
@@ -55,6 +59,7 @@ class ScanOutcome:
     seconds: float
     reused: bool = False
     error: str | None = None
+    recomputed_because: list[str] = field(default_factory=list)  # fields that differed from an existing folder
 
 
 def scan_ids(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -85,35 +90,38 @@ def _model(path: str, device: str):
 
 
 def explain_scan(job: ScanJob) -> ScanOutcome:
-    """Explain one scan into ``job.output_dir`` (atomically); errors become the outcome, not an exception."""
+    """Explain one scan into ``job.output_dir`` (atomically); errors become the outcome, not an exception.
+
+    A finished folder is reused only when its saved request equals this job's (same input bytes, model, method,
+    parameters, classes, seed, library version...); otherwise it is recomputed and replaced atomically.
+    """
     from ..pipelines.agg2exp import explain_volume, save_explanation
-    from ..volume import read_volume
+    from ..volume import ensure_finite, read_volume
+    from .resume import REQUEST_KEY, differing_fields, saved_scan_request, scan_request
 
     started = time.perf_counter()
     folder = Path(job.output_dir)
-    if (folder / "matrix.json").is_file():
-        done_with = _saved_method(folder)
-        if done_with != job.method:
-            return ScanOutcome(job.scan_id, str(folder), 0.0, error=(
-                f"'{folder}' already holds a {done_with} explanation, not {job.method}; use another output folder."))
-        return ScanOutcome(job.scan_id, str(folder), 0.0, reused=True)
     try:
+        request = scan_request(job.settings, job.input_path)
+    except OSError as error:
+        return ScanOutcome(job.scan_id, str(folder), 0.0, error=f"cannot read '{job.input_path}': {error}")
+    differ: list[str] = []
+    if (folder / "matrix.json").is_file():
+        differ = differing_fields(saved_scan_request(folder), request)
+        if not differ:
+            return ScanOutcome(job.scan_id, str(folder), 0.0, reused=True)
+    try:
+        volume = ensure_finite(read_volume(job.input_path))  # before the model: a bad scan costs no model load
         explanation = explain_volume(
-            read_volume(job.input_path), _model(job.model_path, job.device), method=job.method,
+            volume, _model(job.model_path, job.device), method=job.method,
             classes=list(job.classes) if job.classes else None, method_params=dict(job.method_params),
             metrics=job.metrics, variant=job.variant, seed=job.seed, batch_size=job.batch_size,
         )
-        save_explanation(explanation, folder)
+        explanation.provenance[REQUEST_KEY] = request
+        save_explanation(explanation, folder, overwrite=bool(differ))
     except XAIExplainerError as error:  # a bad scan is reported; anything else is a bug and propagates
         return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started, error=str(error))
-    return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started)
-
-
-def _saved_method(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "provenance.json").read_text()).get("method")
-    except (OSError, ValueError):
-        return None
+    return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started, recomputed_because=differ)
 
 
 def _init_local_worker(threads: int) -> None:
@@ -200,32 +208,26 @@ def explain_cohort(
     ``devices`` spreads scans round-robin over several devices (e.g. one per GPU, with ``workers`` = their number).
     """
     from .aggregate import run_cohort
-    from ..metrics import resolve_method
+    from .resume import REQUEST_KEY, check_aggregate_matches, cohort_request
+    from ..outputs import check_output_folder, sweep_stale_temporaries
 
-    if not inputs:
-        raise CohortError("No input scans were given.")
-    missing = [str(p) for p in inputs if not Path(p).exists()]
-    if missing:
-        raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
-    if not Path(model_path).exists():
-        raise CohortError(f"The model '{model_path}' does not exist.")
-    resolve_method(method)  # an unknown method fails here, before any scan starts
-    if int(workers) < 1:
-        raise CohortError(f"workers must be at least 1, got {workers}.")
+    _check_arguments(inputs, model_path, method, workers)
     out = Path(output).absolute()
-    aggregate = out / "cohort"
-    if aggregate.exists():
-        raise OutputExistsError(f"'{aggregate}' already exists: this cohort was aggregated before. Choose another "
-                                "output folder (completed scan folders under scans/ are reused when you rerun).")
+    check_output_folder(out, [*inputs, model_path, *(reference or [])], exists_ok=True)
+    params = dict(method_params or {})
+    settings = cohort_request(model_path, method=method, method_params=params, classes=classes, variant=variant,
+                              seed=seed, batch_size=batch_size, metrics=metrics)
+    rebuild = check_aggregate_matches(out, settings)  # an aggregate of other settings: refused, nothing written
     (out / "scans").mkdir(parents=True, exist_ok=True)
-    ids = scan_ids(inputs)
+    for folder in (out, out / "scans"):
+        sweep_stale_temporaries(folder)
     device_cycle = list(devices) if devices else [device]
     jobs = [
         ScanJob(scan_id=sid, input_path=str(Path(path).absolute()), model_path=str(Path(model_path).absolute()),
                 output_dir=str(out / "scans" / sid), method=method, classes=tuple(classes) if classes else None,
-                method_params=dict(method_params or {}), variant=variant, seed=seed, batch_size=batch_size,
-                metrics=metrics, device=device_cycle[i % len(device_cycle)])
-        for i, (sid, path) in enumerate(zip(ids, inputs))
+                method_params=params, variant=variant, seed=seed, batch_size=batch_size, metrics=metrics,
+                device=device_cycle[i % len(device_cycle)], settings=settings)
+        for i, (sid, path) in enumerate(zip(scan_ids(inputs), inputs))
     ]
     started = time.perf_counter()
 
@@ -240,16 +242,39 @@ def explain_cohort(
         outcomes = _run_local(jobs, int(workers), report)
     succeeded = [o for o in outcomes if o.error is None]
     summary = {
-        "method": method, "method_params": dict(method_params or {}), "seed": seed,
+        "method": method, "method_params": params, "seed": seed, REQUEST_KEY: settings,
         "backend": f"ray:{ray_address}" if ray_address else f"local:{int(workers)}",
         "seconds": time.perf_counter() - started, "scans": [asdict(o) for o in outcomes],
     }
-    (out / "cohort_summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(out / "cohort_summary.json", summary)
     if not succeeded:
         raise CohortError("Every scan failed; see the errors in " + str(out / "cohort_summary.json") + ": "
                           + "; ".join(f"{o.scan_id}: {o.error}" for o in outcomes[:3]))
-    result = run_cohort([o.folder for o in succeeded], aggregate, reference=reference, seed=seed,
-                        min_scans=min_scans)
+    result = run_cohort([o.folder for o in succeeded], out / "cohort", reference=reference, seed=seed,
+                        min_scans=min_scans, overwrite=rebuild)
     if progress is not None:
         progress(1.0, "done")
     return dict(result, scans=outcomes)
+
+
+def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, workers: int) -> None:
+    """Everything about the request that can be wrong, refused once before any scan starts."""
+    from ..metrics import resolve_method
+
+    if not inputs:
+        raise CohortError("No input scans were given.")
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
+    if not Path(model_path).exists():
+        raise CohortError(f"The model '{model_path}' does not exist.")
+    resolve_method(method)  # an unknown method fails here, before any scan starts
+    if int(workers) < 1:
+        raise CohortError(f"workers must be at least 1, got {workers}.")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write JSON whole or not at all (a temporary sibling renamed into place)."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
