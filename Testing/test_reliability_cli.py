@@ -180,3 +180,14 @@ def test_the_batch_size_used_is_recorded_and_reproduces_the_run_bit_for_bit(file
         a = read_volume(files / "auto" / "heatmaps" / name).array
         b = read_volume(files / "fixed" / "heatmaps" / name).array
         assert np.array_equal(a, b) and np.abs(a).max() > 0
+
+
+@pytest.mark.parametrize("option,value", [("--graph-top-k", "0"), ("--graph-threshold", "1.5"),
+                                          ("--batch-size", "0"), ("--batch-size", "-2")])
+def test_bad_counts_and_shares_are_refused_by_the_parser_before_anything_loads(files, capsys, monkeypatch,
+                                                                              option, value):
+    monkeypatch.setattr(SegmentationModel, "load", classmethod(lambda cls, *a, **k: pytest.fail("model loaded")))
+    with pytest.raises(SystemExit) as info:
+        main(_explain(files, files / "out", option, value))
+    assert info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+    assert not (files / "out").exists()

@@ -137,3 +137,17 @@ def test_explain_with_a_missing_parent_creates_it(files, capsys):
     out = files / "new" / "deeper" / "expl"
     code, _ = _run(_explain(files, out), capsys)
     assert code == 0 and (out / "matrix.json").is_file() and (out / "labels.nii.gz").is_file()
+
+
+def test_a_cohort_folder_may_hold_its_inputs_but_never_write_over_them(files, capsys):
+    """A cohort folder is only added to, so `--output data/` around `data/*.nii.gz` is fine; `data/scans/x` is not."""
+    scans = files / "scans"
+    scans.mkdir()
+    write_volume(phantom(), scans / "a.nii.gz")
+    args = ["cohort-explain", "--model", files / "tiny.pt", "--method", "vanilla_gradient", "--classes", "bone",
+            "--min-scans", "1", "--device", "cpu", "--output", files]
+    code, err = _run([*args[:1], "--inputs", scans / "a.nii.gz", *args[1:]], capsys)
+    assert code == 2 and "lies inside the input" not in err and "is a folder that holds the input" in err
+    code, err = _run([*args[:1], "--inputs", files / "ct.nii.gz", *args[1:]], capsys)
+    assert code == 0, err
+    assert (files / "cohort" / "global_matrix.json").is_file() and (files / "ct.nii.gz").is_file()

@@ -38,8 +38,11 @@ def _absolute(path: "str | os.PathLike[str]") -> Path:
 
 
 def check_not_an_input(output: "str | os.PathLike[str]", inputs: Iterable["str | os.PathLike[str] | None"],
-                       what: str = "output") -> None:
-    """Refuse an output that is an input, contains one (a folder around it) or lies inside one (a DICOM folder)."""
+                       what: str = "output", holds_ok: bool = False) -> None:
+    """Refuse an output that is an input, contains one (a folder around it) or lies inside one (a DICOM folder).
+
+    ``holds_ok``: the output is a folder only ever *added to* (a cohort folder), so holding an input is harmless.
+    """
     out = _absolute(output)
     for given in inputs:
         if given is None:
@@ -47,7 +50,7 @@ def check_not_an_input(output: "str | os.PathLike[str]", inputs: Iterable["str |
         source = _absolute(given)
         if out == source:
             relation = "is the input"
-        elif out in source.parents:
+        elif out in source.parents and not holds_ok:
             relation = "is a folder that holds the input"
         elif source in out.parents:
             relation = "lies inside the input"

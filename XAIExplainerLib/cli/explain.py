@@ -47,6 +47,28 @@ def read_roi_names(path: str | Path) -> dict[int, str]:
     return names
 
 
+def positive_int(text: str) -> int:
+    """argparse type: counts (batch size, workers, top-k, scans) are refused when < 1 before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type: a share of the mass in (0, 1] (the graph threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got '{text}'") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def _parse_params(pairs: list[str] | None) -> dict:
     """``KEY=VALUE`` options for the method; values are parsed as JSON when possible (numbers, lists, true)."""
     out: dict = {}
@@ -137,7 +159,6 @@ def _cohort_explain(args: argparse.Namespace) -> int:
 
     from ..outputs import check_output_folder
 
-    check_output_folder(args.output, [*args.inputs, args.model, *(args.reference or [])], exists_ok=True)
     params = _parse_params(args.param)
     if args.samples is not None:
         params.update(_samples_option(resolve_method(args.method), args.samples))
@@ -180,10 +201,12 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", action="store_true", help="also compute faithfulness, sensitivity and complexity")
     p.add_argument("--seed", type=int, default=0, help="random seed of noise, coalitions and metrics")
     p.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
-    p.add_argument("--batch-size", type=int, help="samples per forward pass (default: chosen from free memory)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="samples per forward pass (default: chosen from free memory; results reproduce bit for bit "
+                        "for a fixed batch size, and provenance.json records the one used)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
-    p.add_argument("--graph-top-k", type=int, help="keep at most K edges per class in the graph")
-    p.add_argument("--graph-threshold", type=float, default=0.8,
+    p.add_argument("--graph-top-k", type=positive_int, help="keep at most K edges per class in the graph")
+    p.add_argument("--graph-threshold", type=share, default=0.8,
                    help="keep the smallest edge set per class reaching this share of its mass (default 0.8)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -193,7 +216,7 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("cohort", help="global RoI importance and per-class outlier scans of saved explanations")
     c.add_argument("--explanations", nargs="+", required=True, help="folders written by 'xai-explainer explain'")
     c.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on (default: the cohort)")
-    c.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    c.add_argument("--min-scans", type=positive_int, default=5, help="fewest scans with a class to fit its outlier model")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
     c.add_argument("--overwrite", action="store_true")
@@ -211,16 +234,16 @@ def register(subparsers) -> None:
     ce.add_argument("--metrics", action="store_true", help="also compute the quality metrics per scan")
     ce.add_argument("--seed", type=int, default=0)
     ce.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
-    ce.add_argument("--batch-size", type=int)
+    ce.add_argument("--batch-size", type=positive_int, help="samples per forward pass (default: from free memory)")
     ce.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
-    ce.add_argument("--workers", type=int, default=1,
+    ce.add_argument("--workers", type=positive_int, default=1,
                     help="local worker processes (default 1: one scan at a time, torch uses every core)")
     ce.add_argument("--devices", nargs="+", help="spread scans round-robin over these devices (e.g. cuda:0 cuda:1)")
     ce.add_argument("--ray-address", help="run the scans as Ray tasks: 'auto' (running cluster), 'local', or an address")
     ce.add_argument("--cpus-per-scan", type=float, default=1.0, help="Ray: CPUs reserved per scan")
     ce.add_argument("--gpus-per-scan", type=float, default=0.0, help="Ray: GPUs reserved per scan")
     ce.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on")
-    ce.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    ce.add_argument("--min-scans", type=positive_int, default=5, help="fewest scans with a class to fit its outlier model")
     ce.add_argument("--output", required=True, help="folder: scans/<id>/, cohort/ and cohort_summary.json")
     add_common_options(ce)
     ce.set_defaults(func=_cohort_explain)

@@ -27,7 +27,7 @@ def _segment(args: argparse.Namespace) -> int:
     # Everything that can fail without the model fails first: outputs, then the input (read, size, NaN/Inf).
     output = check_output_file(args.output, [args.input, args.model], overwrite=args.overwrite, what="output")
     if args.probabilities is not None:
-        check_output_folder(args.probabilities, [args.input, args.model, args.output], overwrite=args.overwrite,
+        check_output_folder(args.probabilities, [args.input, args.model], overwrite=args.overwrite,
                             what="probabilities folder", exists_ok=_empty_folder(args.probabilities))
     volume = ensure_finite(read_volume(args.input))
     model = SegmentationModel.load(args.model, device=args.device)

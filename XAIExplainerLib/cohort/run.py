@@ -209,11 +209,11 @@ def explain_cohort(
     """
     from .aggregate import run_cohort
     from .resume import REQUEST_KEY, check_aggregate_matches, cohort_request
-    from ..outputs import check_output_folder, sweep_stale_temporaries
+    from ..outputs import sweep_stale_temporaries
 
     _check_arguments(inputs, model_path, method, workers)
     out = Path(output).absolute()
-    check_output_folder(out, [*inputs, model_path, *(reference or [])], exists_ok=True)
+    _check_output(out, [*inputs, model_path, *(reference or [])])
     params = dict(method_params or {})
     settings = cohort_request(model_path, method=method, method_params=params, classes=classes, variant=variant,
                               seed=seed, batch_size=batch_size, metrics=metrics)
@@ -271,6 +271,16 @@ def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, worker
     resolve_method(method)  # an unknown method fails here, before any scan starts
     if int(workers) < 1:
         raise CohortError(f"workers must be at least 1, got {workers}.")
+
+
+def _check_output(out: Path, inputs: Sequence[Any]) -> None:
+    """The cohort folder may hold the inputs (it is only added to), but nothing it writes or replaces may be one."""
+    from ..outputs import check_not_an_input, check_output_folder
+
+    check_output_folder(out, [], exists_ok=True)
+    check_not_an_input(out, inputs, "output folder", holds_ok=True)
+    for child in ("scans", "cohort", "cohort_summary.json"):
+        check_not_an_input(out / child, inputs, "output folder")
 
 
 def _write_json(path: Path, payload: dict) -> None:
