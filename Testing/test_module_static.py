@@ -8,7 +8,6 @@ matches the library, and CMake packages every file. Pure helpers of the module a
 from __future__ import annotations
 
 import ast
-import inspect
 import re
 import subprocess
 import sys
@@ -207,23 +206,21 @@ def test_library_modules_the_module_imports_at_load_time_stay_light():
 # ---- methods table -------------------------------------------------------------------------------------------------
 
 def test_methods_table_matches_the_library_and_the_papers_defaults(tree):
-    from XAIExplainerLib.attribution import ATTRIBUTION_METHODS
-    from XAIExplainerLib.cli.explain import METHOD_NAMES
+    from XAIExplainerLib.attribution.registry import available_methods
 
+    registry = {s.name: s for s in available_methods("segmentation")}
     table = _methods_table(tree)
-    assert set(table) <= set(ATTRIBUTION_METHODS)
-    assert set(table) == set(METHOD_NAMES)  # the module offers every method of the CLI it runs
+    assert set(table) == set(registry)  # the module offers every method of the CLI it runs
     fields = _parameter_fields(tree)
     for name, spec in table.items():
-        signature = inspect.signature(ATTRIBUTION_METHODS[name]).parameters
-        samples_kw = next((k for k in ("n_samples", "n_steps") if k in signature), None)
+        samples = registry[name].option_for_flag("--samples")
         if spec["samplesLabel"] is None:
-            assert samples_kw is None, f"{name} takes {samples_kw} but the module offers no samples field"
+            assert samples is None, f"{name} takes {samples.name} but the module offers no samples field"
         else:
-            assert signature[samples_kw].default == spec["samplesDefault"], name
+            assert samples.default == spec["samplesDefault"], name
         for keyword, (field, default) in spec["parameters"].items():
-            assert keyword in signature, f"{name} has no keyword '{keyword}'"
-            assert signature[keyword].default == default, f"{name}.{keyword}: module {default} vs library"
+            assert registry[name].option(keyword) is not None, f"{name} has no option '{keyword}'"
+            assert registry[name].option(keyword).default == default, f"{name}.{keyword}: module {default} vs library"
             assert field in fields, f"{name}.{keyword} is stored in unknown parameter field '{field}'"
             assert ast.literal_eval(fields[field].value) == default
     # the papers' defaults, spelled out

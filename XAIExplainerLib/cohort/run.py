@@ -211,10 +211,9 @@ def explain_cohort(
     from .resume import REQUEST_KEY, check_aggregate_matches, cohort_request
     from ..outputs import sweep_stale_temporaries
 
-    _check_arguments(inputs, model_path, method, workers)
+    params = _check_arguments(inputs, model_path, method, method_params, workers)
     out = Path(output).absolute()
     _check_output(out, [*inputs, model_path, *(reference or [])])
-    params = dict(method_params or {})
     settings = cohort_request(model_path, method=method, method_params=params, classes=classes, variant=variant,
                               seed=seed, batch_size=batch_size, metrics=metrics)
     rebuild = check_aggregate_matches(out, settings)  # an aggregate of other settings: refused, nothing written
@@ -257,9 +256,14 @@ def explain_cohort(
     return dict(result, scans=outcomes)
 
 
-def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, workers: int) -> None:
-    """Everything about the request that can be wrong, refused once before any scan starts."""
-    from ..metrics import resolve_method
+def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, method_params: dict | None,
+                     workers: int) -> dict[str, Any]:
+    """Everything about the request that can be wrong, refused once before any scan starts.
+
+    Returns the method's complete options (defaults filled in by the registry), so that the request a scan folder
+    records names every parameter, and an explicit default reuses a folder made without it.
+    """
+    from ..attribution.registry import get_method
 
     if not inputs:
         raise CohortError("No input scans were given.")
@@ -268,9 +272,10 @@ def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, worker
         raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
     if not Path(model_path).exists():
         raise CohortError(f"The model '{model_path}' does not exist.")
-    resolve_method(method)  # an unknown method fails here, before any scan starts
+    params = get_method(method).validate(dict(method_params or {}))  # unknown method/option or bad range: now
     if int(workers) < 1:
         raise CohortError(f"workers must be at least 1, got {workers}.")
+    return dict(params)
 
 
 def _check_output(out: Path, inputs: Sequence[Any]) -> None:
