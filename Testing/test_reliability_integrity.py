@@ -68,5 +68,33 @@ def test_the_issue_case_head_c_of_a_nii_gz_fails_segment_with_one_line(tmp_path,
     code = main(["segment", "--input", str(cut), "--model", str(tmp_path / "m.pt"),
                  "--output", str(tmp_path / "labels.nii.gz")])
     err = capsys.readouterr().err
-    assert code == 2 and "is truncated" in err and "gzip stream ends before its end-of-stream marker" in err
+    assert code == 2 and "is truncated" in err and "compressed data ends before its end-of-stream marker" in err
     assert err.count("\n") == 1 and not (tmp_path / "labels.nii.gz").exists()
+
+
+def test_bytes_after_a_complete_gzip_stream_and_multi_member_files_are_accepted(tmp_path):
+    """No false refusals: trailing zeros/garbage after the stream are ignored (as zlib readers do), and a
+    two-member gzip file counts both members."""
+    whole = _write(tmp_path, "w.nii.gz", True).read_bytes()
+    for suffix in (b"\0" * 64, b"garbage after the stream"):
+        (tmp_path / "t.nii.gz").write_bytes(whole + suffix)
+        assert np.array_equal(read_volume(tmp_path / "t.nii.gz").array, ARRAY)
+    import gzip
+
+    raw = gzip.decompress(whole)
+    (tmp_path / "two.nii.gz").write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    assert np.array_equal(read_volume(tmp_path / "two.nii.gz").array, ARRAY)
+
+
+@pytest.mark.parametrize("name", ["nan.nii", "nan.nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_stored_in_a_nifti_is_refused_although_the_reader_turns_it_into_zero(tmp_path, capsys, name, dtype):
+    array = ARRAY.astype(dtype)
+    array[3, 4, 5], array[7, 8, 9], array[0, 0, 0] = np.nan, np.inf, -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    assert np.isfinite(read_volume(tmp_path / name).array).all()  # what SimpleITK hands back: no NaN left
+    (tmp_path / "m.pt").write_bytes(b"never loaded")
+    code = main(["segment", "--input", str(tmp_path / name), "--model", str(tmp_path / "m.pt"),
+                 "--output", str(tmp_path / "labels.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stores 3 NaN/Inf voxel(s)" in err and err.count("\n") == 1

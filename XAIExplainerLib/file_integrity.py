@@ -8,9 +8,13 @@ both byte counts. Headers that cannot be parsed are left to ITK, which then repo
 
 Formats: NIfTI-1/2 (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr`` with a detached raw/gzip data file) and
 MetaImage (``.mha``, ``.mhd`` with LOCAL or detached, raw or zlib-compressed data).
+
+While the NIfTI data streams by, float voxels are also checked for NaN/Inf: SimpleITK's NIfTI reader turns NaN into
+0, so a check on the array it returns could never see them.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import re
@@ -19,6 +23,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+import numpy as np
 from .errors import VolumeReadError
 
 _CHUNK = 1 << 20
@@ -28,10 +33,14 @@ class _Truncated(Exception):
     """A compressed stream ended before its end-of-stream marker."""
 
 
-def check_data_size(path: Path) -> None:
-    """Raise :class:`VolumeReadError` when ``path`` holds fewer voxel bytes than its header promises."""
+def check_voxel_data(path: Path) -> int:
+    """Raise :class:`VolumeReadError` when ``path`` holds fewer voxel bytes than its header promises.
+
+    Returns how many NaN/Inf voxels the file stores where the reader would hide them (SimpleITK's NIfTI reader
+    turns NaN into 0), so that :func:`~XAIExplainerLib.volume.ensure_finite` can still refuse them; 0 otherwise.
+    """
     name = path.name.lower()
-    checker: Callable[[Path], None] | None = None
+    checker: Callable[[Path], int | None] | None = None
     if name.endswith((".nii", ".nii.gz")):
         checker = _check_nifti
     elif name.endswith((".nrrd", ".nhdr")):
@@ -39,9 +48,9 @@ def check_data_size(path: Path) -> None:
     elif name.endswith((".mha", ".mhd")):
         checker = _check_metaimage
     if checker is None:
-        return
+        return 0
     try:
-        checker(path)
+        return int(checker(path) or 0)
     except _Truncated as exc:
         raise VolumeReadError(f"'{path}' is truncated: {exc}. Copy or export the file again.") from None
 
@@ -53,49 +62,75 @@ def _short(path: Path, expected: int, found: int, what: str = "voxel data") -> V
     )
 
 
-def _gzip_length(handle: BinaryIO, label: str) -> int:
-    """Decompressed length of a gzip stream read to its end; :class:`_Truncated` if the stream stops early."""
-    total = 0
-    try:
-        with gzip.GzipFile(fileobj=handle) as stream:
-            while chunk := stream.read(_CHUNK):
-                total += len(chunk)
-    except EOFError:
-        raise _Truncated(f"its {label} gzip stream ends before its end-of-stream marker") from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise _Truncated(f"its {label} gzip stream is damaged ({exc})") from None
-    return total
+def _stream_length(handle: BinaryIO, compressed: bool, label: str, sink: Callable[[bytes], None] | None = None) -> int:
+    """Length of the (decompressed) data from the handle's position on, each piece also handed to ``sink``.
 
-
-def _zlib_length(handle: BinaryIO, label: str) -> int:
-    """Decompressed length of a zlib (or gzip) stream; :class:`_Truncated` if it stops before its end."""
-    decoder, total = zlib.decompressobj(wbits=47), 0  # 32 + 15: accept zlib and gzip headers
-    try:
-        while chunk := handle.read(_CHUNK):
-            total += len(decoder.decompress(chunk))
-            if decoder.eof:
+    Compressed data is one or more gzip/zlib streams; each must reach its end-of-stream marker (else
+    :class:`_Truncated`). Bytes after the last stream that do not start another one are ignored, as zlib readers
+    do. Output is produced in bounded pieces, so a highly compressible volume never balloons in memory.
+    """
+    total, buffer = 0, b""
+    decoder = zlib.decompressobj(wbits=47) if compressed else None  # 32 + 15: zlib or gzip header
+    while True:
+        if not buffer:
+            buffer = handle.read(_CHUNK)
+            if not buffer:
                 break
-        total += len(decoder.flush())
-    except zlib.error as exc:
-        raise _Truncated(f"its {label} compressed data is damaged ({exc})") from None
-    if not decoder.eof:
+        if decoder is None:
+            piece, buffer = buffer, b""
+        else:
+            if decoder.eof:
+                if buffer[:2] != b"\x1f\x8b":
+                    return total  # trailing bytes that are not another gzip member
+                decoder = zlib.decompressobj(wbits=47)
+            try:
+                piece = decoder.decompress(buffer, 1 << 24)
+            except zlib.error as exc:
+                raise _Truncated(f"its {label} compressed data is damaged ({exc})") from None
+            buffer = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+        total += len(piece)
+        if sink is not None:
+            sink(piece)
+    if decoder is not None and not decoder.eof:
         raise _Truncated(f"its {label} compressed data ends before its end-of-stream marker")
     return total
 
 
+class _NonFinite:
+    """Counts NaN/Inf values in a byte stream of floats that starts ``skip`` bytes in (pieces of any length)."""
+
+    def __init__(self, dtype: str, skip: int, count: int) -> None:
+        self.dtype, self.skip = np.dtype(dtype), skip
+        self.left, self.carry, self.bad = count * np.dtype(dtype).itemsize, b"", 0
+
+    def __call__(self, piece: bytes) -> None:
+        if self.skip:
+            cut = min(self.skip, len(piece))
+            piece, self.skip = piece[cut:], self.skip - cut
+        piece = self.carry + piece[: max(self.left, 0)]
+        self.left -= len(piece) - len(self.carry)
+        usable = len(piece) - len(piece) % self.dtype.itemsize
+        values = np.frombuffer(piece[:usable], self.dtype)
+        self.bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.carry = piece[usable:]
+
+
 # ---- NIfTI --------------------------------------------------------------------------------------------------------
-def _nifti_layout(header: bytes) -> tuple[int, int] | None:
-    """(data offset, voxel bytes) from a NIfTI-1 or NIfTI-2 header of either byte order, or None if unparseable."""
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
+    """(data offset, voxel bytes, float dtype or None) from a NIfTI-1/2 header of either byte order, or None."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
             dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             offset = int(struct.unpack(endian + "f", header[108:112])[0])
             if header[344:347] != b"n+1":  # "ni1": voxels in a separate .img file, not read here
                 return None
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dims = struct.unpack(endian + "8q", header[16:80])
             offset = struct.unpack(endian + "q", header[168:176])[0]
             break
@@ -104,30 +139,32 @@ def _nifti_layout(header: bytes) -> tuple[int, int] | None:
     rank = dims[0]
     if not 1 <= rank <= 7 or bitpix <= 0 or any(d < 1 for d in dims[1:rank + 1]):
         return None
-    return max(offset, 348), math.prod(dims[1:rank + 1]) * bitpix // 8
+    floats = _NIFTI_FLOATS.get(datatype)
+    return max(offset, 348), math.prod(dims[1:rank + 1]) * bitpix // 8, endian + floats if floats else None
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path) -> int:
     compressed = path.name.lower().endswith(".gz")
     with open(path, "rb") as raw:
-        magic = raw.read(2)
+        if compressed and raw.read(2) != b"\x1f\x8b":
+            return 0  # not gzip at all: ITK says what it is
         raw.seek(0)
-        if compressed and magic != b"\x1f\x8b":
-            return  # not gzip at all: ITK says what it is
+        header = b""
         if compressed:
-            with gzip.GzipFile(fileobj=raw) as stream:
-                try:
-                    header = stream.read(540)
-                except (EOFError, gzip.BadGzipFile, zlib.error):
-                    header = b""
-            raw.seek(0)
-            layout = _nifti_layout(header)
-            total = _gzip_length(raw, "NIfTI")
+            with contextlib.suppress(EOFError, gzip.BadGzipFile, zlib.error), gzip.GzipFile(fileobj=raw) as stream:
+                header = stream.read(540)
         else:
-            layout = _nifti_layout(raw.read(540))
-            total = path.stat().st_size
-    if layout is not None and total - layout[0] < layout[1]:
-        raise _short(path, layout[1], max(0, total - layout[0]))
+            header = raw.read(540)
+        raw.seek(0)
+        layout = _nifti_layout(header)
+        if layout is None:
+            return 0
+        offset, expected, floats = layout
+        counter = _NonFinite(floats, offset, expected // np.dtype(floats).itemsize) if floats else None
+        total = _stream_length(raw, compressed, "NIfTI", counter)
+    if total - offset < expected:
+        raise _short(path, expected, max(0, total - offset))
+    return counter.bad if counter is not None else 0
 
 
 # ---- NRRD and MetaImage (text headers) ------------------------------------------------------------------------------
@@ -162,14 +199,6 @@ def _text_header(path: Path, separator: str, last_key: str | None) -> tuple[dict
     return fields, offset
 
 
-def _data_bytes(handle: BinaryIO, compressed: str, label: str, available: int) -> int:
-    if compressed == "gzip":
-        return _gzip_length(handle, label)
-    if compressed == "zlib":
-        return _zlib_length(handle, label)
-    return available
-
-
 def _check_nrrd(path: Path) -> None:
     fields, header_len = _text_header(path, ":", None)
     sizes, type_bytes = fields.get("sizes", ""), _nrrd_type_bytes(fields.get("type", ""))
@@ -186,8 +215,7 @@ def _check_nrrd(path: Path) -> None:
         raise VolumeReadError(f"'{path}' names the data file '{detached}', which does not exist next to it.")
     with open(data_path, "rb") as handle:
         handle.seek(start)
-        found = _data_bytes(handle, "gzip" if encoding != "raw" else "", "NRRD",
-                            data_path.stat().st_size - start)
+        found = _stream_length(handle, encoding != "raw", "NRRD")
     found -= max(skip, 0) if skip != -1 else 0
     if found < expected:
         raise _short(path, expected, max(found, 0))
@@ -215,7 +243,6 @@ def _check_metaimage(path: Path) -> None:
         return  # data at the end of the file, whatever comes before: nothing to count
     with open(data_path, "rb") as handle:
         handle.seek(start + max(header_size, 0))
-        found = _data_bytes(handle, "zlib" if compressed else "", "MetaImage",
-                            data_path.stat().st_size - start - max(header_size, 0))
+        found = _stream_length(handle, compressed, "MetaImage")
     if found < expected:
         raise _short(path, expected, max(found, 0))

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .file_integrity import check_data_size
+from .file_integrity import check_voxel_data
 from .errors import (
     GeometryMismatchError,
     InvalidVolumeError,
@@ -126,8 +126,19 @@ class Volume:
 
 
 # ---- validation -----------------------------------------------------------------------------------------------
+#: Metadata key: NaN/Inf voxels stored in the file that the reader replaced (SimpleITK's NIfTI reader writes 0).
+NONFINITE_IN_FILE = "nonfinite_voxels_in_file"
+
+
 def ensure_finite(volume: Volume, name: str = "input volume") -> Volume:
-    """Raise :class:`InvalidVolumeError` when the volume holds NaN or Inf voxels."""
+    """Raise :class:`InvalidVolumeError` when the volume holds NaN or Inf voxels (or its file did)."""
+    hidden = int(volume.metadata.get(NONFINITE_IN_FILE, 0) or 0)
+    if hidden:
+        raise InvalidVolumeError(
+            f"The {name} file '{volume.metadata.get('source', '')}' stores {hidden} NaN/Inf voxel(s), which the "
+            "NIfTI reader silently turns into 0. Replace them (e.g. with the background value) before running "
+            "the model."
+        )
     if np.issubdtype(volume.array.dtype, np.floating):
         bad = ~np.isfinite(volume.array)
         if bad.any():
@@ -175,7 +186,7 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
             f"Cannot read '{p.name}': unknown format '{ext or '(no extension)'}'. Supported: "
             f"{', '.join(FILE_EXTENSIONS)}, or a folder holding one DICOM series."
         )
-    check_data_size(p)  # ITK fills short reads of some formats with garbage instead of failing
+    hidden = check_voxel_data(p)  # ITK fills short reads of some formats with garbage instead of failing
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -183,7 +194,10 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
             f"'{p}' could not be read as an image ({_first_line(exc)}). The file may be truncated or not a "
             f"{ext} image."
         ) from None
-    return _validated(Volume.from_sitk(image, {"source": str(p)}), p)
+    metadata: dict[str, Any] = {"source": str(p)}
+    if hidden:  # NaN/Inf the reader turned into numbers: ensure_finite refuses the volume all the same
+        metadata[NONFINITE_IN_FILE] = hidden
+    return _validated(Volume.from_sitk(image, metadata), p)
 
 
 def _read_dicom_series(folder: Path) -> Volume:
