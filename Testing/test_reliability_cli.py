@@ -191,3 +191,42 @@ def test_bad_counts_and_shares_are_refused_by_the_parser_before_anything_loads(f
         main(_explain(files, files / "out", option, value))
     assert info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
     assert not (files / "out").exists()
+
+
+def _running(pid: str) -> bool:
+    """A process that still exists and is not a zombie (a zombie has exited; only its parent may reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_a_multi_process_cohort_at_once_and_leaves_no_workers(files):
+    """Cancel must cancel: queued scans are dropped, running workers stop and clean up, none is orphaned."""
+    scans = []
+    for i in range(6):
+        scans.append(files / f"s{i}.nii.gz")
+        scans[-1].write_bytes((files / "ct.nii.gz").read_bytes())
+    out = files / "cohort"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "XAIExplainerLib.cli", "cohort-explain", "--inputs",
+                             *map(str, scans), "--model", str(files / "tiny.pt"), "--method", "smoothgrad",
+                             "--samples", "40", "--workers", "2", "--min-scans", "1", "--device", "cpu",
+                             "--output", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while not (out / "scans").is_dir() or not any(p.name.startswith("s") for p in (out / "scans").iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "the cohort ended before a scan was written"
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "expected worker processes"
+    sent = time.time()
+    proc.send_signal(15)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "cancelled" in err and time.time() - sent < 20
+    time.sleep(1)
+    assert [pid for pid in workers if _running(pid)] == []
+    done = [p.name for p in (out / "scans").iterdir()]
+    assert len(done) < 6 and all(not p.startswith(".") for p in done)
+    assert not (out / "cohort").exists()

@@ -124,10 +124,38 @@ def explain_scan(job: ScanJob) -> ScanOutcome:
     return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started, recomputed_because=differ)
 
 
+_IN_JOB = False  # in a worker process: is a scan being explained right now?
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Worker SIGTERM: unwind a running scan (its temporary folder is removed on the way), else just exit."""
+    if _IN_JOB:
+        raise KeyboardInterrupt()
+    os._exit(143)
+
+
+def _explain_scan_in_worker(job: ScanJob) -> ScanOutcome:
+    """:func:`explain_scan` in a pool worker; a cancelled worker exits after cleaning up instead of taking the
+    next queued scan (the pool would otherwise turn the interrupt into a result and carry on)."""
+    global _IN_JOB
+    _IN_JOB = True
+    try:
+        return explain_scan(job)
+    except KeyboardInterrupt:
+        os._exit(143)
+    finally:
+        _IN_JOB = False
+
+
 def _init_local_worker(threads: int) -> None:
+    """Worker set-up: its share of the cores, and SIGTERM unwinding like Ctrl-C so a cancelled scan leaves no
+    temporary folder behind."""
+    import signal
+
     import torch
 
     torch.set_num_threads(max(1, threads))
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _run_local(jobs: list[ScanJob], workers: int, report) -> list[ScanOutcome]:
@@ -141,14 +169,24 @@ def _run_local(jobs: list[ScanJob], workers: int, report) -> list[ScanOutcome]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_local_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(explain_scan, job) for job in jobs]
-        by_id = {}
+    others = set(multiprocessing.active_children())  # children that are not ours are never touched
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_local_worker, initargs=(threads,))
+    by_id: dict[str, ScanOutcome] = {}
+    try:
+        futures = [pool.submit(_explain_scan_in_worker, job) for job in jobs]
         for future in as_completed(futures):
             outcome = future.result()
             by_id[outcome.scan_id] = outcome
             report(outcome, len(by_id))
+    except BaseException:
+        # cancelled (Ctrl-C, SIGTERM) or a bug: queued scans are dropped and running ones stopped, not awaited
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in set(multiprocessing.active_children()) - others:
+            child.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return [by_id[job.scan_id] for job in jobs]
 
 
