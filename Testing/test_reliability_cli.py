@@ -230,3 +230,24 @@ def test_sigterm_stops_a_multi_process_cohort_at_once_and_leaves_no_workers(file
     done = [p.name for p in (out / "scans").iterdir()]
     assert len(done) < 6 and all(not p.startswith(".") for p in done)
     assert not (out / "cohort").exists()
+
+
+class FourChannels(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x, x, 2 * x - 1, 0 * x], dim=1)
+
+
+def test_probability_files_stay_in_their_folder_and_never_overwrite_each_other(tmp_path, capsys):
+    """Label names come from a model JSON: '../escape' must stay one file inside --probabilities (no folders made
+    from names), and two labels that read the same ('a b' and 'a_b') must give two files."""
+    torch.jit.script(FourChannels()).save(str(tmp_path / "four.ts"))
+    ModelConfig(label_names=["background", "../escape", "a b", "a_b"], modality="CT", spacing=(2.0, 2.0, 2.0),
+                roi_size=(32, 32, 32)).save(tmp_path / "four.json")
+    write_volume(phantom(), tmp_path / "ct.nii.gz")
+    probs = tmp_path / "deep" / "probs"
+    assert main(["segment", "--input", str(tmp_path / "ct.nii.gz"), "--model", str(tmp_path / "four.ts"),
+                 "--output", str(tmp_path / "labels.nii.gz"), "--probabilities", str(probs), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in probs.iterdir()) == ["probability_.._escape.nii.gz", "probability_a_b.nii.gz",
+                                                        "probability_a_b_3.nii.gz", "probability_background.nii.gz"]
+    a_b, a_b_3 = (read_volume(probs / f).array for f in ("probability_a_b.nii.gz", "probability_a_b_3.nii.gz"))
+    assert not np.array_equal(a_b, a_b_3)  # channel 2 (2t-1) and channel 3 (0): different maps, both kept

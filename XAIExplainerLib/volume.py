@@ -338,11 +338,11 @@ def labels_on_grid(probabilities: np.ndarray, source: Volume, reference: Volume,
     ``segment`` and ``explain`` both call this, so that the label maps they write agree voxel for voxel, and a label
     map written next to probability maps is exactly their argmax. Resampling probabilities rather than labels
     (nearest neighbour) gives smooth borders on finer or oblique input grids. ``probabilities`` is (C, z, y, x) on
-    ``source``'s grid; ties go to the lower label. Returns the uint8 label volume on ``reference``'s grid and,
+    ``source``'s grid; ties go to the lower label. Returns the label volume (uint8, uint16 beyond 256 classes) on ``reference``'s grid and,
     with ``keep_probabilities``, the (C, z, y, x) float32 probabilities there.
     """
     best = np.full(reference.shape, -np.inf, dtype=np.float32)
-    labels = np.zeros(reference.shape, dtype=np.uint8)
+    labels = np.zeros(reference.shape, dtype=np.uint8 if probabilities.shape[0] <= 256 else np.uint16)
     kept = np.empty((probabilities.shape[0], *reference.shape), np.float32) if keep_probabilities else None
     for c in range(probabilities.shape[0]):
         channel = resample_to_reference(source.with_array(np.asarray(probabilities[c], np.float32)), reference,

@@ -42,14 +42,29 @@ def _segment(args: argparse.Namespace) -> int:
     written = [output]
     if args.probabilities is not None:
         folder = Path(args.probabilities)
-        for name, channel in zip(result.label_names, result.probabilities):
+        for name, file, channel in zip(result.label_names, probability_files(result.label_names),
+                                       result.probabilities):
             written.append(write_volume(result.labels.with_array(channel, kind="probability", label=name),
-                                        folder / f"probability_{name}.nii.gz"))
+                                        folder / file))
     present = sorted({int(v) for v in result.labels.array.ravel()[:: max(1, result.labels.array.size // 200000)]})
     print(f"wrote {output} (labels: " + ", ".join(f"{i}={result.label_names[i]}" for i in present) + ")")
     if len(written) > 1:
         print(f"wrote {len(written) - 1} probability maps to {args.probabilities}")
     return 0
+
+
+def probability_files(label_names: Sequence[str]) -> list[str]:
+    """One distinct, safe file name per class: a label such as '../x' or 'a/b' must not leave the folder, and two
+    labels that read the same must not overwrite each other's map (the later one gets its index appended)."""
+    from ..pipelines.agg2exp import safe_name
+
+    files: list[str] = []
+    for index, name in enumerate(label_names):
+        file = f"probability_{safe_name(name)}.nii.gz"
+        if file in files:
+            file = f"probability_{safe_name(name)}_{index}.nii.gz"
+        files.append(file)
+    return files
 
 
 def _empty_folder(path: str) -> bool:
