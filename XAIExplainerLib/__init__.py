@@ -3,8 +3,8 @@
 Heavy dependencies (torch, MONAI) are imported lazily by the submodules that need them, so ``import
 XAIExplainerLib`` is cheap inside Slicer.
 """
+from ._version import __version__
 from .errors import XAIExplainerError
 from .volume import Volume, read_volume, write_volume
 
-__version__ = "0.1.0"
 __all__ = ["Volume", "XAIExplainerError", "read_volume", "write_volume", "__version__"]

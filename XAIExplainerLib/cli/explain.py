@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MethodParameterError, VolumeReadError
+from .options import add_common_options, add_debug_option, positive_int, share
 
 #: The model kind whose registered methods ``explain`` and ``cohort-explain`` offer.
 MODEL_KIND = "segmentation"
@@ -48,28 +49,6 @@ def read_roi_names(path: str | Path) -> dict[int, str]:
     if not names:
         raise VolumeReadError(f"{p.name} lists no RoI names ('<label value> <name>' per line).")
     return names
-
-
-def positive_int(text: str) -> int:
-    """argparse type: counts (batch size, workers, top-k, scans) are refused when < 1 before anything loads."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def share(text: str) -> float:
-    """argparse type: a share of the mass in (0, 1] (the graph threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got '{text}'") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 def _parse_params(pairs: list[str] | None) -> dict:
@@ -221,8 +200,6 @@ def _cohort_explain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
-    from .main import add_common_options
-
     p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
     p.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
@@ -253,8 +230,6 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
     c.add_argument("--overwrite", action="store_true")
-    from .main import add_debug_option
-
     add_debug_option(c)
     c.set_defaults(func=_cohort)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import XAIExplainerError
+from .options import add_common_options
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def _segment(args: argparse.Namespace) -> int:
 def probability_files(label_names: Sequence[str]) -> list[str]:
     """One distinct, safe file name per class: a label such as '../x' or 'a/b' must not leave the folder, and two
     labels that read the same must not overwrite each other's map (the later one gets its index appended)."""
-    from ..pipelines.agg2exp import safe_name
+    from ..io import safe_name
 
     files: list[str] = []
     for index, name in enumerate(label_names):
@@ -93,20 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (explain, benchmark):
         module.register(commands)
     return parser
-
-
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Options every long-running command shares."""
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--progress-lines", action="store_true",
-                        help="print 'PROGRESS <fraction> <message>' lines instead of a progress bar (for Slicer)")
-    add_debug_option(parser)
-
-
-def add_debug_option(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` after the command too; SUPPRESS keeps the subcommand from resetting a ``--debug`` given before it."""
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of unexpected errors")
 
 
 class Terminated(KeyboardInterrupt):

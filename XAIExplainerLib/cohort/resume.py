@@ -56,7 +56,7 @@ def model_identity(model_path: "str | os.PathLike[str]") -> dict[str, str]:
 def cohort_request(model_path: "str | os.PathLike[str]", *, method: str, method_params: Mapping[str, Any], classes: Any, variant: str,
                    seed: int, batch_size: int | None, metrics: bool) -> dict[str, Any]:
     """The settings every scan of a cohort shares (everything that changes a scan's result but its input)."""
-    from .. import __version__
+    from .._version import __version__
 
     return _canonical({
         **model_identity(model_path), "method": method, "method_params": dict(method_params),
