@@ -75,7 +75,7 @@ def test_state_dict_formats_load_the_same_network(tmp_path, tiny_swin, layout):
     loaded = SegmentationModel.load(tmp_path / "weights.pt", device="cpu")
     x = torch.rand(1, 1, 64, 64, 64)
     torch.testing.assert_close(_outputs(loaded, x), network(x).detach())
-    assert loaded.label_names == config.label_names and loaded.kind == "state_dict" and len(loaded.sha256) == 64
+    assert loaded.label_names == config.label_names and loaded.load_form == "state_dict" and len(loaded.sha256) == 64
 
 
 def test_torchscript_file_loads_with_its_json(tmp_path, tiny_swin):
@@ -85,7 +85,7 @@ def test_torchscript_file_loads_with_its_json(tmp_path, tiny_swin):
     config.save(tmp_path / "seg.json")
     loaded = SegmentationModel.load(tmp_path / "seg.ts", device="cpu")
     x = torch.rand(1, 1, 64, 64, 64)
-    assert loaded.kind == "torchscript"
+    assert loaded.load_form == "torchscript"
     torch.testing.assert_close(_outputs(loaded, x), network(x).detach(), rtol=1e-4, atol=1e-4)
 
 
@@ -105,7 +105,7 @@ def test_monai_bundle_folder_gives_config_and_weights(tmp_path, tiny_swin):
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(inference))
     torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
     loaded = SegmentationModel.load(tmp_path, device="cpu")
-    assert loaded.kind == "bundle"
+    assert loaded.load_form == "bundle"
     assert loaded.label_names == ["background", "liver", "bone"]
     assert loaded.config.spacing == (2.0, 2.0, 2.0) and loaded.config.roi_size == (64, 64, 64)
     assert loaded.config.overlap == 0.5 and loaded.config.feature_size == 12
@@ -186,3 +186,55 @@ def test_sliding_window_equals_direct_call_on_one_window(tiny_swin):
     assert torch.isfinite(windowed).all()
     corner = windowed[..., :8]
     torch.testing.assert_close(corner, direct[..., :8], rtol=1e-4, atol=1e-4)
+
+
+BTCV_PREPROCESSING = {"_target_": "Compose", "transforms": [
+    {"_target_": "LoadImaged", "keys": "image"},
+    {"_target_": "EnsureChannelFirstd", "keys": "image"},
+    {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+    {"_target_": "Spacingd", "keys": ["image", "label"], "pixdim": [1.5, 1.5, 2.0], "mode": ["bilinear", "nearest"],
+     "allow_missing_keys": True},
+    {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -175, "a_max": 250, "b_min": 0.0, "b_max": 1.0,
+     "clip": True},
+    {"_target_": "EnsureTyped", "keys": "image"}]}
+
+
+def _bundle(folder, preprocessing) -> None:
+    (folder / "configs").mkdir()
+    (folder / "models").mkdir()
+    metadata = {"network_data_format": {"inputs": {"image": {"modality": "CT"}},
+                                        "outputs": {"pred": {"channel_def": {"0": "background", "1": "organ"}}}}}
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    (folder / "configs" / "inference.json").write_text(json.dumps({"preprocessing": preprocessing}))
+    torch.jit.script(torch.nn.Conv3d(1, 2, 1)).save(str(folder / "models" / "model.ts"))
+
+
+def test_bundle_preprocessing_is_the_bundles_own_transforms(tmp_path, oblique_volume):
+    """model.preprocess agrees with MONAI running the bundle's dictionary transforms on the same file."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+
+    from XAIExplainerLib.volume import write_volume
+
+    _bundle(tmp_path, BTCV_PREPROCESSING)
+    model = SegmentationModel.load(tmp_path, device="cpu")
+    assert [s["transform"] for s in model.describe()["preprocessing"]] == ["Orientation", "Spacing",
+                                                                          "ScaleIntensityRange"]
+    assert model.describe()["preprocessing"][1]["mode"] == "bilinear"  # the image's entry of the per-key list
+    ct = oblique_volume.with_array((oblique_volume.array * 300).astype(np.float32))
+    write_volume(ct, tmp_path / "ct.nii.gz")
+    ours = model.to_tensor(model.preprocess(ct))[0, 0]
+    reference = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Orientationd("image", axcodes="RAS"),
+                         Spacingd("image", pixdim=(1.5, 1.5, 2.0), mode="bilinear"),
+                         ScaleIntensityRanged("image", -175, 250, 0.0, 1.0, clip=True)])(
+        {"image": str(tmp_path / "ct.nii.gz")})["image"][0]
+    assert tuple(ours.shape) == tuple(reference.shape)
+    torch.testing.assert_close(ours, reference.as_tensor().float(), rtol=1e-4, atol=1e-4)
+
+
+def test_bundle_with_config_expressions_falls_back_to_the_modality_preset(tmp_path):
+    expressions = {"_target_": "Compose", "transforms": [
+        {"_target_": "Spacingd", "keys": "image", "pixdim": "@pixdim"}]}
+    _bundle(tmp_path, expressions)
+    model = SegmentationModel.load(tmp_path, device="cpu")
+    assert [s["transform"] for s in model.describe()["preprocessing"]] == ["Orient", "ResampleToSpacing",
+                                                                          "ClipScaleIntensity"]

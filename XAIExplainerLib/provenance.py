@@ -131,6 +131,8 @@ def run_provenance(
                   "source": str(volume.metadata.get("source", ""))},
         "model": model_fingerprint(model),
         "device": str(device),
+        # what the network ran in (the adapter owns autocast); a bare callable runs as the caller gave it
+        "precision": str(getattr(model, "precision", "as given (not a ModelAdapter)")),
         "versions": library_versions(),
         "timings": dict(timings),
     }

@@ -1,5 +1,10 @@
-"""Model adapters: configuration, weights loading, preprocessing and sliding-window inference."""
+"""Model adapters: configuration, weights loading, preprocessing and inference, one adapter per model kind."""
+from .base import ModelAdapter
 from .config import ModelConfig
+from .outputs import ClassifierModel, ImageToImageModel, RegressionModel
 from .segmentation import SegmentationModel, SegmentationResult
 
-__all__ = ["ModelConfig", "SegmentationModel", "SegmentationResult"]
+ADAPTERS = {cls.kind: cls for cls in (SegmentationModel, RegressionModel, ImageToImageModel, ClassifierModel)}
+
+__all__ = ["ADAPTERS", "ClassifierModel", "ImageToImageModel", "ModelAdapter", "ModelConfig", "RegressionModel",
+           "SegmentationModel", "SegmentationResult"]

@@ -41,7 +41,7 @@ def is_torchscript(path: Path) -> bool:
 
 
 def extract_state_dict(obj: Any, source: Path) -> dict[str, Any]:
-    """Find the parameter dict in a checkpoint and strip wrapper prefixes (``module.``, ``model.``)."""
+    """Find the parameter dict in a checkpoint (prefixes are aligned with the network in :func:`load_into`)."""
     import torch
 
     if isinstance(obj, torch.nn.Module):
@@ -58,15 +58,31 @@ def extract_state_dict(obj: Any, source: Path) -> dict[str, Any]:
             f"'{source}' has no tensors at the top level nor under any of {list(CHECKPOINT_KEYS)}; "
             f"its keys are {list(obj)[:10]}."
         )
-    for prefix in STRIPPED_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def align_prefixes(state: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """Strip wrapper prefixes (``module.``, ``model.``) while that brings the names closer to the network's own.
+
+    A prefix is stripped only when the network's names lack it: MONAI's ``UNet`` itself names its layers
+    ``model.0...``, and those must stay.
+    """
+    state = dict(state)
+    stripped = True
+    while stripped and set(state) != set(own):
+        stripped = False
+        for prefix in STRIPPED_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state) and not all(k.startswith(prefix) for k in own):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
+                break
     return state
 
 
 def load_into(network: Any, state: Mapping[str, Any], source: Path) -> None:
     """``load_state_dict`` that reports missing/unexpected/mismatched keys as one readable error."""
     own = network.state_dict()
+    state = align_prefixes(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
@@ -188,7 +204,8 @@ def bundle_config(folder: Path) -> ModelConfig:
     """Derive a :class:`ModelConfig` from a bundle's metadata and inference configuration.
 
     Label names come from ``network_data_format.outputs.pred.channel_def``; the architecture from
-    ``network_def``; spacing and ROI from the ``Spacingd`` transform and the sliding-window inferer. A
+    ``network_def``; spacing and ROI from the ``Spacingd`` transform and the sliding-window inferer; the
+    preprocessing from the bundle's own transforms where they translate (:mod:`.bundle`), else the preset. A
     ``"xai_explainer"`` object in ``metadata.json`` overrides any field (for bundles whose preprocessing cannot be
     read off the transforms).
     """
@@ -221,5 +238,10 @@ def bundle_config(folder: Path) -> ModelConfig:
         fields["roi_size"] = inferer["roi_size"]
         if isinstance(inferer.get("overlap"), (int, float)):
             fields["overlap"] = inferer["overlap"]
+    from .bundle import bundle_preprocessing
+
+    steps = bundle_preprocessing(inference)
+    if steps is not None:
+        fields["preprocessing"] = steps
     fields.update(metadata.get("xai_explainer", {}))
     return ModelConfig.from_dict(fields)

@@ -110,7 +110,8 @@ def _predict(model: Any, inputs: common.ModelInput, classes: Any, reduction: str
     target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
     argmax = logits[0].argmax(0)
     labels = common.to_array(model, argmax.to(torch.uint8)).astype(np.uint8)  # (z, y, x)
-    probabilities = common.to_array(model, torch.softmax(logits, dim=1)[0])  # as `segment` computes them
+    to_probabilities = getattr(model, "output_to_probabilities", lambda out: torch.softmax(out, dim=1))
+    probabilities = common.to_array(model, to_probabilities(logits)[0])  # the numbers `segment` uses
     if "label_map" in spec.needs:
         method_inputs["label_map"] = argmax.cpu()
     del logits
