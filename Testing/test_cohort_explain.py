@@ -45,8 +45,8 @@ def test_cohort_in_process_writes_every_scan_and_the_mean_matrix(cohort_files):
     assert messages[-1] == (1.0, "done") and "scan scan0 done (1/4)" in messages[0][1]
     summary = json.loads((out / "cohort_summary.json").read_text())
     assert summary["backend"] == "local:1" and len(summary["scans"]) == 4
-    # rerun into the same folder: the aggregate exists, so it is refused rather than overwritten
-    with pytest.raises(OutputExistsError, match="already exists"):
+    # rerun into the same folder with other classes: the aggregate was made otherwise, so the run is refused
+    with pytest.raises(OutputExistsError, match=r"other settings: classes \(saved \["):
         explain_cohort(scans, root / "tiny.pt", out, method="vanilla_gradient", device="cpu")
 
 

@@ -72,3 +72,13 @@ class MethodParameterError(XAIExplainerError, ValueError):
 
 class SceneInputError(XAIExplainerError, ValueError):
     """Results handed to the Slicer bridge do not fit together (matrix shape vs names, unknown RoI ids...)."""
+
+
+class OutputPathError(XAIExplainerError, ValueError):
+    """An output cannot be written where asked: it is (or holds, or lies inside) an input, a file stands where a
+    folder is needed, its folder is not writable, or its format cannot be written. Raised before any computation."""
+
+
+class ResumeMismatchError(OutputExistsError):
+    """An existing result was made with other settings than the rerun asks for; reusing it would be silently wrong."""
+

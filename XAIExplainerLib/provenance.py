@@ -108,6 +108,7 @@ def run_provenance(
     device: Any,
     timings: Mapping[str, float],
     product: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """The provenance record every explainer writes: what ran (method, options, seed, model hash, device,
     versions), on what (input and model grids) and how long; ``product`` adds the product's own entries.
@@ -119,6 +120,10 @@ def run_provenance(
         "method": method,
         "params": dict(result.params) if getattr(result, "params", None) else _plain_params(params),
         "seed": getattr(result, "seed", seed),
+        # automatic batch sizes follow free memory, and batched kernels round differently: a seeded run
+        # reproduces bit for bit for a fixed batch size, so the one used is recorded (pass it as --batch-size)
+        "batch_size": {"requested": batch_size,
+                       "used": (getattr(result, "params", None) or {}).get("largest_batch", batch_size)},
         "n_model_evaluations": int(getattr(result, "n_model_evaluations", 0)),
         "attribution_seconds": float(getattr(result, "seconds", timings.get("attribution_s", 0.0))),
         "model_grid": {"shape_zyx": list(model_space.shape), "spacing_xyz": list(model_space.spacing)},

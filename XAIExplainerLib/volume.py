@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .file_integrity import check_voxel_data
 from .errors import (
     GeometryMismatchError,
     InvalidVolumeError,
@@ -125,8 +126,19 @@ class Volume:
 
 
 # ---- validation -----------------------------------------------------------------------------------------------
+#: Metadata key: NaN/Inf voxels stored in the file that the reader replaced (SimpleITK's NIfTI reader writes 0).
+NONFINITE_IN_FILE = "nonfinite_voxels_in_file"
+
+
 def ensure_finite(volume: Volume, name: str = "input volume") -> Volume:
-    """Raise :class:`InvalidVolumeError` when the volume holds NaN or Inf voxels."""
+    """Raise :class:`InvalidVolumeError` when the volume holds NaN or Inf voxels (or its file did)."""
+    hidden = int(volume.metadata.get(NONFINITE_IN_FILE, 0) or 0)
+    if hidden:
+        raise InvalidVolumeError(
+            f"The {name} file '{volume.metadata.get('source', '')}' stores {hidden} NaN/Inf voxel(s), which the "
+            "NIfTI reader silently turns into 0. Replace them (e.g. with the background value) before running "
+            "the model."
+        )
     if np.issubdtype(volume.array.dtype, np.floating):
         bad = ~np.isfinite(volume.array)
         if bad.any():
@@ -174,6 +186,7 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
             f"Cannot read '{p.name}': unknown format '{ext or '(no extension)'}'. Supported: "
             f"{', '.join(FILE_EXTENSIONS)}, or a folder holding one DICOM series."
         )
+    hidden = check_voxel_data(p)  # ITK fills short reads of some formats with garbage instead of failing
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -181,7 +194,10 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
             f"'{p}' could not be read as an image ({_first_line(exc)}). The file may be truncated or not a "
             f"{ext} image."
         ) from None
-    return _validated(Volume.from_sitk(image, {"source": str(p)}), p)
+    metadata: dict[str, Any] = {"source": str(p)}
+    if hidden:  # NaN/Inf the reader turned into numbers: ensure_finite refuses the volume all the same
+        metadata[NONFINITE_IN_FILE] = hidden
+    return _validated(Volume.from_sitk(image, metadata), p)
 
 
 def _read_dicom_series(folder: Path) -> Volume:
@@ -214,11 +230,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
-def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = True) -> Path:
-    """Write atomically: the image goes to a temporary file that is renamed into place only when complete.
-
-    So a failure never leaves a half-written output, and an existing file is replaced only by a whole one.
-    """
+def writable_extension(path: str | os.PathLike[str]) -> str:
+    """The extension of ``path`` when :func:`write_volume` can write it atomically, else UnsupportedFormatError."""
     p = Path(path)
     ext = _extension(p)
     if ext not in FILE_EXTENSIONS:
@@ -227,6 +240,24 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = 
         )
     if ext in (".nhdr", ".mhd"):
         raise UnsupportedFormatError(f"'{ext}' writes a separate data file; use .nrrd or .mha for atomic output.")
+    return ext
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = True) -> Path:
+    """Write atomically: the image goes to a temporary file that is renamed into place only when complete.
+
+    So a failure never leaves a half-written output, and an existing file is replaced only by a whole one. The file
+    gets the permissions of a plain ``open()`` under the user's umask (``mkstemp`` alone would make it 0600).
+    """
+    p = Path(path)
+    ext = writable_extension(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     image = volume.to_sitk()
     for key, value in volume.metadata.items():
@@ -236,6 +267,7 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = 
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, useCompression=compress)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -297,6 +329,30 @@ def resample_to_reference(
         sitk.sitkFloat32 if interpolator not in ("nearest", "label") else sitk.sitkUnknown,
     )
     return Volume.from_sitk(out, volume.metadata)
+
+
+def labels_on_grid(probabilities: np.ndarray, source: Volume, reference: Volume,
+                   keep_probabilities: bool = False) -> tuple[Volume, np.ndarray | None]:
+    """THE rule for a label map on another grid: argmax of the linearly resampled class probabilities.
+
+    ``segment`` and ``explain`` both call this, so that the label maps they write agree voxel for voxel, and a label
+    map written next to probability maps is exactly their argmax. Resampling probabilities rather than labels
+    (nearest neighbour) gives smooth borders on finer or oblique input grids. ``probabilities`` is (C, z, y, x) on
+    ``source``'s grid; ties go to the lower label. Returns the label volume (uint8, uint16 beyond 256 classes) on ``reference``'s grid and,
+    with ``keep_probabilities``, the (C, z, y, x) float32 probabilities there.
+    """
+    best = np.full(reference.shape, -np.inf, dtype=np.float32)
+    labels = np.zeros(reference.shape, dtype=np.uint8 if probabilities.shape[0] <= 256 else np.uint16)
+    kept = np.empty((probabilities.shape[0], *reference.shape), np.float32) if keep_probabilities else None
+    for c in range(probabilities.shape[0]):
+        channel = resample_to_reference(source.with_array(np.asarray(probabilities[c], np.float32)), reference,
+                                        "linear").array
+        better = channel > best
+        labels[better] = c
+        best[better] = channel[better]
+        if kept is not None:
+            kept[c] = channel
+    return reference.with_array(labels, kind="labels"), kept
 
 
 def reorient(volume: Volume, orientation: str = "RAS") -> Volume:

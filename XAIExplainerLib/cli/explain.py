@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MethodParameterError, VolumeReadError
+from .options import add_common_options, add_debug_option, positive_int, share
 
 #: The model kind whose registered methods ``explain`` and ``cohort-explain`` offer.
 MODEL_KIND = "segmentation"
@@ -118,19 +119,19 @@ def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
 def _explain(args: argparse.Namespace) -> int:
     from ..pipelines.agg2exp import explain_volume, save_explanation
     from ..models import SegmentationModel
+    from ..outputs import check_output_folder, sweep_stale_temporaries
     from ..progress import cli_progress
-    from ..volume import read_volume
+    from ..volume import ensure_finite, read_volume
 
-    params = method_params_from_args(args, args.method)
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        from ..errors import OutputExistsError
-
-        raise OutputExistsError(f"The output folder '{output}' already exists; choose another or pass --overwrite.")
-    volume = read_volume(args.input)
+    inputs = [args.input, args.model, args.rois, args.roi_names]
+    output = check_output_folder(args.output, inputs, overwrite=args.overwrite)
+    params = method_params_from_args(args, args.method)  # unknown options and bad ranges: before anything loads
+    # the input is read and checked (size, NaN/Inf) before the model: a bad scan costs no model load
+    volume = ensure_finite(read_volume(args.input))
     rois = read_volume(args.rois) if args.rois else None
     roi_names = read_roi_names(args.roi_names) if args.roi_names else None
     model = SegmentationModel.load(args.model, device=args.device)
+    sweep_stale_temporaries(output.absolute().parent)
     report, close = cli_progress(args.progress_lines, f"explain ({args.method})")
     try:
         expl = explain_volume(
@@ -153,7 +154,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _cohort(args: argparse.Namespace) -> int:
     from ..cohort.aggregate import run_cohort
+    from ..outputs import check_output_folder
 
+    check_output_folder(args.output, [*args.explanations, *(args.reference or [])], overwrite=args.overwrite)
     result = run_cohort(args.explanations, args.output, reference=args.reference, seed=args.seed,
                         min_scans=args.min_scans, overwrite=args.overwrite)
     glob, report = result["global"], result["outliers"]
@@ -171,7 +174,7 @@ def _cohort_explain(args: argparse.Namespace) -> int:
     from ..cohort.run import explain_cohort
     from ..progress import cli_progress
 
-    params = method_params_from_args(args, args.method)
+    params = method_params_from_args(args, args.method)  # refused once, up front, not per scan
     report, close = cli_progress(args.progress_lines, f"cohort ({args.method})")
     try:
         result = explain_cohort(
@@ -197,8 +200,6 @@ def _cohort_explain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
-    from .main import add_common_options
-
     p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
     p.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
@@ -210,10 +211,12 @@ def register(subparsers) -> None:
                    help="RoI importance variant (default: absolute)")
     p.add_argument("--metrics", action="store_true", help="also compute faithfulness, sensitivity and complexity")
     p.add_argument("--seed", type=int, default=0, help="random seed of noise, coalitions and metrics")
-    p.add_argument("--batch-size", type=int, help="samples per forward pass (default: chosen from free memory)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="samples per forward pass (default: chosen from free memory; results reproduce bit for bit "
+                        "for a fixed batch size, and provenance.json records the one used)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
-    p.add_argument("--graph-top-k", type=int, help="keep at most K edges per class in the graph")
-    p.add_argument("--graph-threshold", type=float, default=0.8,
+    p.add_argument("--graph-top-k", type=positive_int, help="keep at most K edges per class in the graph")
+    p.add_argument("--graph-threshold", type=share, default=0.8,
                    help="keep the smallest edge set per class reaching this share of its mass (default 0.8)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -223,10 +226,11 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("cohort", help="global RoI importance and per-class outlier scans of saved explanations")
     c.add_argument("--explanations", nargs="+", required=True, help="folders written by 'xai-explainer explain'")
     c.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on (default: the cohort)")
-    c.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    c.add_argument("--min-scans", type=positive_int, default=5, help="fewest scans with a class to fit its outlier model")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
     c.add_argument("--overwrite", action="store_true")
+    add_debug_option(c)
     c.set_defaults(func=_cohort)
 
     ce = subparsers.add_parser("cohort-explain", help="explain many scans with one model, then aggregate them")
@@ -237,16 +241,16 @@ def register(subparsers) -> None:
     ce.add_argument("--variant", default="absolute", choices=["absolute", "positive", "negative", "mean"])
     ce.add_argument("--metrics", action="store_true", help="also compute the quality metrics per scan")
     ce.add_argument("--seed", type=int, default=0)
-    ce.add_argument("--batch-size", type=int)
+    ce.add_argument("--batch-size", type=positive_int, help="samples per forward pass (default: from free memory)")
     ce.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
-    ce.add_argument("--workers", type=int, default=1,
+    ce.add_argument("--workers", type=positive_int, default=1,
                     help="local worker processes (default 1: one scan at a time, torch uses every core)")
     ce.add_argument("--devices", nargs="+", help="spread scans round-robin over these devices (e.g. cuda:0 cuda:1)")
     ce.add_argument("--ray-address", help="run the scans as Ray tasks: 'auto' (running cluster), 'local', or an address")
     ce.add_argument("--cpus-per-scan", type=float, default=1.0, help="Ray: CPUs reserved per scan")
     ce.add_argument("--gpus-per-scan", type=float, default=0.0, help="Ray: GPUs reserved per scan")
     ce.add_argument("--reference", nargs="+", help="explanation folders to fit the outlier model on")
-    ce.add_argument("--min-scans", type=int, default=5, help="fewest scans with a class to fit its outlier model")
+    ce.add_argument("--min-scans", type=positive_int, default=5, help="fewest scans with a class to fit its outlier model")
     ce.add_argument("--output", required=True, help="folder: scans/<id>/, cohort/ and cohort_summary.json")
     add_common_options(ce)
     ce.set_defaults(func=_cohort_explain)

@@ -218,8 +218,13 @@ def run_cohort(
     """
     from ..io import atomic_output_folder, write_matrix_csv
     from ..figures import draw_graph, matrix_heatmap
+    from ..outputs import is_temporary
     from ..pipelines.roi_graph import importance_graph, write_graph
 
+    unfinished = [str(f) for f in [*folders, *(reference or [])] if is_temporary(f)]
+    if unfinished:  # a half-written folder of an interrupted run must never count as a result
+        raise CohortError(f"{', '.join(unfinished)} is an unfinished temporary folder of an interrupted run, not an "
+                          "explanation; rerun the explanation instead.")
     matrices = [load_matrix(f) for f in folders]
     ids = [Path(f).name or str(f) for f in folders]
     glob = global_importance(matrices)

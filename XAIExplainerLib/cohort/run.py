@@ -11,7 +11,10 @@ One scan is one job, and every backend runs the same job function (:func:`explai
   (``pip install ray``).
 
 Each scan's folder is written atomically under ``OUTPUT/scans/<scan id>``; a scan whose folder is already complete
-is reused, so an interrupted cohort resumes where it stopped. A scan that fails (unreadable file, a class absent
+*and was made from the same request* (input file hash, model hash, method, every parameter, classes, seed, library
+version: :mod:`.resume`) is reused, so an interrupted cohort resumes where it stopped; any other folder is
+recomputed. An existing aggregate made with other settings is refused with the differing fields named; one made
+with the same settings is rebuilt, so a fixed failed scan joins it on the next run. A scan that fails (unreadable file, a class absent
 from the model…) is reported with its error in ``OUTPUT/cohort_summary.json`` and left out of the aggregate; the
 aggregate (:func:`~XAIExplainerLib.cohort.aggregate.run_cohort`) goes to ``OUTPUT/cohort`` once every job has ended.
 """
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import CohortError, OutputExistsError, XAIExplainerError
+from ..errors import CohortError, XAIExplainerError
 
 from ..progress import ProgressCallback as Progress  # noqa: E402 (declared once)
 
@@ -46,6 +49,7 @@ class ScanJob:
     batch_size: int | None = None
     metrics: bool = False
     device: str = "auto"
+    settings: dict = field(default_factory=dict)  # resume.cohort_request: what a reusable folder must match
 
 
 @dataclass
@@ -55,6 +59,7 @@ class ScanOutcome:
     seconds: float
     reused: bool = False
     error: str | None = None
+    recomputed_because: list[str] = field(default_factory=list)  # fields that differed from an existing folder
 
 
 def scan_ids(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -85,41 +90,72 @@ def _model(path: str, device: str):
 
 
 def explain_scan(job: ScanJob) -> ScanOutcome:
-    """Explain one scan into ``job.output_dir`` (atomically); errors become the outcome, not an exception."""
+    """Explain one scan into ``job.output_dir`` (atomically); errors become the outcome, not an exception.
+
+    A finished folder is reused only when its saved request equals this job's (same input bytes, model, method,
+    parameters, classes, seed, library version...); otherwise it is recomputed and replaced atomically.
+    """
     from ..pipelines.agg2exp import explain_volume, save_explanation
-    from ..volume import read_volume
+    from ..volume import ensure_finite, read_volume
+    from .resume import REQUEST_KEY, differing_fields, saved_scan_request, scan_request
 
     started = time.perf_counter()
     folder = Path(job.output_dir)
-    if (folder / "matrix.json").is_file():
-        done_with = _saved_method(folder)
-        if done_with != job.method:
-            return ScanOutcome(job.scan_id, str(folder), 0.0, error=(
-                f"'{folder}' already holds a {done_with} explanation, not {job.method}; use another output folder."))
-        return ScanOutcome(job.scan_id, str(folder), 0.0, reused=True)
     try:
+        request = scan_request(job.settings, job.input_path)
+    except OSError as error:
+        return ScanOutcome(job.scan_id, str(folder), 0.0, error=f"cannot read '{job.input_path}': {error}")
+    differ: list[str] = []
+    if (folder / "matrix.json").is_file():
+        differ = differing_fields(saved_scan_request(folder), request)
+        if not differ:
+            return ScanOutcome(job.scan_id, str(folder), 0.0, reused=True)
+    try:
+        volume = ensure_finite(read_volume(job.input_path))  # before the model: a bad scan costs no model load
         explanation = explain_volume(
-            read_volume(job.input_path), _model(job.model_path, job.device), method=job.method,
+            volume, _model(job.model_path, job.device), method=job.method,
             classes=list(job.classes) if job.classes else None, method_params=dict(job.method_params),
             metrics=job.metrics, variant=job.variant, seed=job.seed, batch_size=job.batch_size,
         )
-        save_explanation(explanation, folder)
+        explanation.provenance[REQUEST_KEY] = request
+        save_explanation(explanation, folder, overwrite=bool(differ))
     except XAIExplainerError as error:  # a bad scan is reported; anything else is a bug and propagates
         return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started, error=str(error))
-    return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started)
+    return ScanOutcome(job.scan_id, str(folder), time.perf_counter() - started, recomputed_because=differ)
 
 
-def _saved_method(folder: Path) -> str | None:
+_IN_JOB = False  # in a worker process: is a scan being explained right now?
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Worker SIGTERM: unwind a running scan (its temporary folder is removed on the way), else just exit."""
+    if _IN_JOB:
+        raise KeyboardInterrupt()
+    os._exit(143)
+
+
+def _explain_scan_in_worker(job: ScanJob) -> ScanOutcome:
+    """:func:`explain_scan` in a pool worker; a cancelled worker exits after cleaning up instead of taking the
+    next queued scan (the pool would otherwise turn the interrupt into a result and carry on)."""
+    global _IN_JOB
+    _IN_JOB = True
     try:
-        return json.loads((folder / "provenance.json").read_text()).get("method")
-    except (OSError, ValueError):
-        return None
+        return explain_scan(job)
+    except KeyboardInterrupt:
+        os._exit(143)
+    finally:
+        _IN_JOB = False
 
 
 def _init_local_worker(threads: int) -> None:
+    """Worker set-up: its share of the cores, and SIGTERM unwinding like Ctrl-C so a cancelled scan leaves no
+    temporary folder behind."""
+    import signal
+
     import torch
 
     torch.set_num_threads(max(1, threads))
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _run_local(jobs: list[ScanJob], workers: int, report) -> list[ScanOutcome]:
@@ -133,14 +169,24 @@ def _run_local(jobs: list[ScanJob], workers: int, report) -> list[ScanOutcome]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_local_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(explain_scan, job) for job in jobs]
-        by_id = {}
+    others = set(multiprocessing.active_children())  # children that are not ours are never touched
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_local_worker, initargs=(threads,))
+    by_id: dict[str, ScanOutcome] = {}
+    try:
+        futures = [pool.submit(_explain_scan_in_worker, job) for job in jobs]
         for future in as_completed(futures):
             outcome = future.result()
             by_id[outcome.scan_id] = outcome
             report(outcome, len(by_id))
+    except BaseException:
+        # cancelled (Ctrl-C, SIGTERM) or a bug: queued scans are dropped and running ones stopped, not awaited
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in set(multiprocessing.active_children()) - others:
+            child.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return [by_id[job.scan_id] for job in jobs]
 
 
@@ -200,32 +246,25 @@ def explain_cohort(
     ``devices`` spreads scans round-robin over several devices (e.g. one per GPU, with ``workers`` = their number).
     """
     from .aggregate import run_cohort
-    from ..attribution.registry import get_method
+    from .resume import REQUEST_KEY, check_aggregate_matches, cohort_request
+    from ..outputs import sweep_stale_temporaries
 
-    if not inputs:
-        raise CohortError("No input scans were given.")
-    missing = [str(p) for p in inputs if not Path(p).exists()]
-    if missing:
-        raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
-    if not Path(model_path).exists():
-        raise CohortError(f"The model '{model_path}' does not exist.")
-    get_method(method).validate(method_params)  # an unknown method or option fails before any scan starts
-    if int(workers) < 1:
-        raise CohortError(f"workers must be at least 1, got {workers}.")
+    params = _check_arguments(inputs, model_path, method, method_params, workers)
     out = Path(output).absolute()
-    aggregate = out / "cohort"
-    if aggregate.exists():
-        raise OutputExistsError(f"'{aggregate}' already exists: this cohort was aggregated before. Choose another "
-                                "output folder (completed scan folders under scans/ are reused when you rerun).")
+    _check_output(out, [*inputs, model_path, *(reference or [])])
+    settings = cohort_request(model_path, method=method, method_params=params, classes=classes, variant=variant,
+                              seed=seed, batch_size=batch_size, metrics=metrics)
+    rebuild = check_aggregate_matches(out, settings)  # an aggregate of other settings: refused, nothing written
     (out / "scans").mkdir(parents=True, exist_ok=True)
-    ids = scan_ids(inputs)
+    for folder in (out, out / "scans"):
+        sweep_stale_temporaries(folder)
     device_cycle = list(devices) if devices else [device]
     jobs = [
         ScanJob(scan_id=sid, input_path=str(Path(path).absolute()), model_path=str(Path(model_path).absolute()),
                 output_dir=str(out / "scans" / sid), method=method, classes=tuple(classes) if classes else None,
-                method_params=dict(method_params or {}), variant=variant, seed=seed, batch_size=batch_size,
-                metrics=metrics, device=device_cycle[i % len(device_cycle)])
-        for i, (sid, path) in enumerate(zip(ids, inputs))
+                method_params=params, variant=variant, seed=seed, batch_size=batch_size, metrics=metrics,
+                device=device_cycle[i % len(device_cycle)], settings=settings)
+        for i, (sid, path) in enumerate(zip(scan_ids(inputs), inputs))
     ]
     started = time.perf_counter()
 
@@ -240,16 +279,55 @@ def explain_cohort(
         outcomes = _run_local(jobs, int(workers), report)
     succeeded = [o for o in outcomes if o.error is None]
     summary = {
-        "method": method, "method_params": dict(method_params or {}), "seed": seed,
+        "method": method, "method_params": params, "seed": seed, REQUEST_KEY: settings,
         "backend": f"ray:{ray_address}" if ray_address else f"local:{int(workers)}",
         "seconds": time.perf_counter() - started, "scans": [asdict(o) for o in outcomes],
     }
-    (out / "cohort_summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(out / "cohort_summary.json", summary)
     if not succeeded:
         raise CohortError("Every scan failed; see the errors in " + str(out / "cohort_summary.json") + ": "
                           + "; ".join(f"{o.scan_id}: {o.error}" for o in outcomes[:3]))
-    result = run_cohort([o.folder for o in succeeded], aggregate, reference=reference, seed=seed,
-                        min_scans=min_scans)
+    result = run_cohort([o.folder for o in succeeded], out / "cohort", reference=reference, seed=seed,
+                        min_scans=min_scans, overwrite=rebuild)
     if progress is not None:
         progress(1.0, "done")
     return dict(result, scans=outcomes)
+
+
+def _check_arguments(inputs: Sequence[Any], model_path: Any, method: str, method_params: dict | None,
+                     workers: int) -> dict[str, Any]:
+    """Everything about the request that can be wrong, refused once before any scan starts.
+
+    Returns the method's complete options (defaults filled in by the registry), so that the request a scan folder
+    records names every parameter, and an explicit default reuses a folder made without it.
+    """
+    from ..attribution.registry import get_method
+
+    if not inputs:
+        raise CohortError("No input scans were given.")
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
+    if not Path(model_path).exists():
+        raise CohortError(f"The model '{model_path}' does not exist.")
+    params = get_method(method).validate(dict(method_params or {}))  # unknown method/option or bad range: now
+    if int(workers) < 1:
+        raise CohortError(f"workers must be at least 1, got {workers}.")
+    return dict(params)
+
+
+def _check_output(out: Path, inputs: Sequence[Any]) -> None:
+    """The cohort folder may hold the inputs (it is only added to), but nothing it writes or replaces may be one."""
+    from ..outputs import check_not_an_input, check_output_folder
+
+    check_output_folder(out, [], exists_ok=True)
+    check_not_an_input(out, inputs, "output folder", holds_ok=True)
+    for child in ("scans", "cohort", "cohort_summary.json"):
+        check_not_an_input(out / child, inputs, "output folder")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write JSON whole or not at all (a temporary sibling renamed into place)."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DeviceError, ModelConfigError
 from ..progress import ProgressCallback
-from ..volume import Volume, resample_to_reference
+from ..volume import Volume, labels_on_grid
 from .base import ModelAdapter
 
 
@@ -47,12 +47,16 @@ class SegmentationModel(ModelAdapter):
                 f"labels; a segmentation network must return (batch, {self.config.num_classes}, D, H, W)."
             )
 
-    def probabilities(self, x):
-        """Class probabilities: softmax of logits, or the output itself when the config declares probabilities."""
+    def output_to_probabilities(self, out):
+        """Class probabilities from a forward output: softmax of logits, or the output itself when the config
+        declares probabilities (``explain`` uses this too, so both commands derive labels from the same numbers)."""
         import torch
 
-        out = self.forward(x)
         return out if self.config.output == "probabilities" else torch.softmax(out, dim=1)
+
+    def probabilities(self, x):
+        """Class probabilities of ``x`` (one forward pass)."""
+        return self.output_to_probabilities(self.forward(x))
 
     def segment(self, volume: Volume, progress: ProgressCallback | None = None,
                 return_probabilities: bool = True) -> SegmentationResult:
@@ -74,27 +78,7 @@ class SegmentationModel(ModelAdapter):
         probs = self.to_array(probabilities)  # (C, z, y, x), model space
         model_labels = model_space.with_array(probs.argmax(0).astype(np.uint8), space="model")
         report(0.7, "resampling to the input grid")
-        labels, on_input = _labels_on_input(probs, model_space, volume, return_probabilities, report)
-        return SegmentationResult(volume.with_array(labels, kind="labels"), on_input, model_labels, self.label_names)
-
-
-def _labels_on_input(probs: np.ndarray, model_space: Volume, volume: Volume, keep: bool,
-                     report: ProgressCallback) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities resampled channel by channel (linear), then the argmax on the input grid.
-
-    This gives smoother borders than nearest-neighbour resampling of the model-space label map.
-    """
-    best = np.full(volume.shape, -1.0, dtype=np.float32)
-    labels = np.zeros(volume.shape, dtype=np.uint8)
-    on_input = np.empty((probs.shape[0], *volume.shape), np.float32) if keep else None
-    for c in range(probs.shape[0]):
-        channel = resample_to_reference(model_space.with_array(probs[c]), volume, "linear").array
-        better = channel > best
-        labels[better] = c
-        best[better] = channel[better]
-        if on_input is not None:
-            on_input[c] = channel
-        report(0.7 + 0.3 * (c + 1) / probs.shape[0], "resampling to the input grid")
-    return labels, on_input
-
-
+        # one label-map rule for segment and explain (volume.labels_on_grid): argmax of resampled probabilities
+        labels, on_input = labels_on_grid(probs, model_space, volume, keep_probabilities=return_probabilities)
+        report(1.0, "resampling to the input grid")
+        return SegmentationResult(labels, on_input, model_labels, self.label_names)

@@ -28,7 +28,7 @@ from ..errors import GeometryMismatchError, InvalidVolumeError, XAIExplainerErro
 from ..io import atomic_output_folder, safe_name, write_json, write_matrix_csv
 from ..progress import CancelCallback, ProgressCallback, silent, sub_progress
 from ..provenance import run_provenance
-from ..volume import Volume, require_same_grid, resample_to_reference, write_volume
+from ..volume import Volume, labels_on_grid, require_same_grid, resample_to_reference, write_volume
 
 __all__ = ["Explanation", "explain_volume", "save_explanation"]
 
@@ -67,6 +67,7 @@ class _Prediction:
     target: Any  # ClassAggregate
     labels: np.ndarray  # (z, y, x) uint8 argmax in model space
     label_names: list[str]
+    probabilities: np.ndarray  # (C, z, y, x) softmax in model space: the label map on the input grid comes from it
 
 
 @dataclass
@@ -109,6 +110,8 @@ def _predict(model: Any, inputs: common.ModelInput, classes: Any, reduction: str
     target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
     argmax = logits[0].argmax(0)
     labels = common.to_array(model, argmax.to(torch.uint8)).astype(np.uint8)  # (z, y, x)
+    to_probabilities = getattr(model, "output_to_probabilities", lambda out: torch.softmax(out, dim=1))
+    probabilities = common.to_array(model, to_probabilities(logits)[0])  # the numbers `segment` uses
     if "label_map" in spec.needs:
         method_inputs["label_map"] = argmax.cpu()
     del logits
@@ -117,7 +120,7 @@ def _predict(model: Any, inputs: common.ModelInput, classes: Any, reduction: str
             f"The model output grid {labels.shape} differs from its preprocessed input {inputs.model_space.shape}; "
             "the model must return logits on its input grid."
         )
-    return _Prediction(target, labels, label_names)
+    return _Prediction(target, labels, label_names, probabilities)
 
 
 def _aggregate(attr: np.ndarray, pred: _Prediction, inputs: common.ModelInput, variant: str, rois: Volume | None,
@@ -219,7 +222,9 @@ def explain_volume(
         with timings.measure("aggregation_s"):
             agg = _aggregate(attr, pred, inputs, variant, rois, roi_names)
         with timings.measure("resample_s"):
-            labels_input = common.to_input_grid(model, inputs, pred.labels, "nearest", np.uint8)
+            # one label-map rule for `segment` and `explain`: argmax of the resampled probabilities
+            labels_input, _ = labels_on_grid(pred.probabilities, inputs.model_space, volume)
+            pred.probabilities = None  # (C, z, y, x): not kept longer than needed
             heatmaps = {name: common.to_input_grid(model, inputs, attr[k], "linear", np.float32,
                                                    attribution_of=name, method=method_name)
                         for k, name in enumerate(pred.target.names)}
@@ -230,7 +235,7 @@ def explain_volume(
     report(1.0, "done")
     provenance = run_provenance(
         method=method_name, result=result, params=params, seed=seed, volume=volume, model_space=inputs.model_space,
-        model=model, device=inputs.device, timings=timings,
+        model=model, device=inputs.device, timings=timings, batch_size=batch_size,
         product=_agg2exp_provenance(pred.target, reduction, variant, rois, pred.label_names, graph_top_k,
                                     graph_threshold))
     return Explanation(
