@@ -72,3 +72,11 @@ class MethodParameterError(XAIExplainerError, ValueError):
 
 class SceneInputError(XAIExplainerError, ValueError):
     """Results handed to the Slicer bridge do not fit together (matrix shape vs names, unknown RoI ids...)."""
+
+
+class DependencyError(XAIExplainerError, RuntimeError):
+    """A run-time dependency is missing or too old and cannot be installed here (e.g. torch below the minimum)."""
+
+
+class InstallDeclinedError(DependencyError):
+    """The user declined installing the Python packages the computation needs; nothing was changed."""

@@ -109,6 +109,11 @@ def _explain(args: argparse.Namespace) -> int:
     for name, ratio in expl.context_ratio.items():
         if name not in expl.absent_classes:
             print(f"  {name}: {ratio:.1%} of the attribution inside its own segment")
+    from .main import write_result_json
+
+    write_result_json(args.result_json, {"command": "explain", "folder": str(output),
+                                         "class_names": [str(n) for n in expl.class_names],
+                                         "absent_classes": [str(n) for n in expl.absent_classes]})
     return 0
 
 
@@ -161,7 +166,7 @@ def _cohort_explain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``explain`` and ``cohort`` to the ``xai-explainer`` command."""
-    from .main import add_common_options
+    from .main import add_common_options, add_result_json_option
 
     p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
@@ -183,6 +188,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     add_common_options(p)
+    add_result_json_option(p)
     p.set_defaults(func=_explain)
 
     c = subparsers.add_parser("cohort", help="global RoI importance and per-class outlier scans of saved explanations")

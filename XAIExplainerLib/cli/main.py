@@ -38,7 +38,27 @@ def _segment(args: argparse.Namespace) -> int:
     print(f"wrote {output} (labels: " + ", ".join(f"{i}={result.label_names[i]}" for i in present) + ")")
     if len(written) > 1:
         print(f"wrote {len(written) - 1} probability maps to {args.probabilities}")
+    write_result_json(args.result_json, {"command": "segment", "labels": str(output),
+                                         "label_names": [str(n) for n in result.label_names],
+                                         "probabilities": [str(w) for w in written[1:]]})
     return 0
+
+
+def write_result_json(path: str | None, record: dict) -> None:
+    """Hand what a command wrote back to a caller (the Slicer module) as JSON, not as prose it would have to parse.
+
+    Written last and atomically (temporary file + rename), so the file exists only when the command succeeded.
+    """
+    if not path:
+        return
+    import json
+    import os
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(partial, target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
     segment.add_argument("--output", required=True, help="label map to write (.nii.gz / .nrrd)")
     segment.add_argument("--probabilities", metavar="DIR", help="also write one probability map per class here")
+    add_result_json_option(segment)
     add_common_options(segment)
     segment.set_defaults(func=_segment)
 
@@ -59,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (explain, benchmark):
         module.register(commands)
     return parser
+
+
+def add_result_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--result-json PATH``: a machine-readable record of the outputs (written last, only on success)."""
+    parser.add_argument("--result-json", metavar="PATH",
+                        help="also write a JSON record of what was written (files, label/class names)")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
