@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..background import BackgroundCommand  # re-exported: the module reaches the core only through the bridge
 from ..errors import SceneInputError
 from .scene import get_context
 from .volumes import LPS_TO_RAS, volume_from_node
 
-__all__ = ["export_input_volume", "export_roi_segmentation", "labels_to_segmentation", "load_explanation_nodes",
+__all__ = ["BackgroundCommand", "compute_devices", "load_demo_volume", "DEMO_MODEL", "DEMO_T1", "export_input_volume", "export_roi_segmentation", "labels_to_segmentation", "load_explanation_nodes",
            "read_result_json", "run_folder", "world_ijk_to_ras", "detach_provenance"]
 
 
@@ -195,9 +196,51 @@ def load_explanation_nodes(folder: Path, input_node: Any, input_file: Path, meth
     nodes = add_explanation_to_scene(explanation, input_node=input_node,
                                      name=f"{input_node.GetName()} {method_label}", top_k=top_k, threshold=threshold)
     graph = nodes.get("graph")
+    if graph is not None and "chart" in nodes:
+        graph.points.SetNodeReferenceID("XAIExplainer.chart", nodes["chart"].GetID())
     for key, node in nodes.items():
         if key.startswith("heatmap:") and graph is not None:
             node.SetNodeReferenceID("XAIExplainer.graph", graph.points.GetID())
     own = [n for k, n in nodes.items() if k not in ("image", "graph", "volume_rendering")]
     nodes["folder_item"] = run_folder(own, method_label)
     return nodes
+
+
+def compute_devices() -> list[tuple[str, str]]:
+    """(device, label) pairs for the Device menu: the CUDA GPUs present (with names), MPS on a Mac, the CPU.
+
+    torch is imported only when it is installed (the PyTorch extension); before that only "auto" and "cpu" are
+    offered. "auto" picks the first GPU, else the CPU.
+    """
+    import importlib.util
+
+    devices = [("auto", "Automatic (first GPU, else CPU)")]
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            devices.append((f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}"))
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append(("mps", "Apple GPU (MPS)"))
+    devices.append(("cpu", "CPU"))
+    return devices
+
+
+#: The demo that "Load demo" offers: a 3 mm Colin27 T1 (BSD-3, see DemoData/NOTICE.txt) and the demo model.
+_RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+DEMO_T1 = _RESOURCES / "DemoData" / "Colin27_T1_3mm.nii.gz"
+DEMO_MODEL = _RESOURCES / "DemoModel" / "swin_unetr_brain.pt"
+DEMO_NODE_NAME = "Colin27 T1 (XAIExplainer demo)"
+
+
+def load_demo_volume(name: str = DEMO_NODE_NAME) -> Any:
+    """The demo T1 as a scalar volume node (reused when a node of that name is already in the scene)."""
+    from ..volume import read_volume
+    from .volumes import add_volume_node
+
+    scene = get_context().scene
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None and existing.IsA("vtkMRMLScalarVolumeNode"):
+        return existing
+    return add_volume_node(read_volume(DEMO_T1), name, scene=scene)
