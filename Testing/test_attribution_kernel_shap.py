@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from XAIExplainerLib.attribution.registry import get_method  # noqa: E402
 from XAIExplainerLib.attribution.kernel_shap import (  # noqa: E402
-    KERNEL_SHAP_METHODS,
     kernel_shap,
     kernel_shap_cubes,
     kernel_shap_semantic,
@@ -134,7 +134,7 @@ def test_semantic_method_is_exact_on_additive_model_and_counts_the_label_forward
     logits = model(x)
     target = ClassAggregate.from_logits(logits)
     model.evaluations = 0
-    result = KERNEL_SHAP_METHODS["kernel_shap_semantic"](model, x, target, n_samples=20)
+    result = get_method("kernel_shap_semantic").function(model, x, target, n_samples=20)
     assert result.n_model_evaluations == 21 == model.evaluations  # 20 coalitions + the clean label map
     ids = semantic_supervoxels(logits[0].argmax(0))
     phi = per_feature(result.attributions.double(), ids)

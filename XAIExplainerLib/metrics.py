@@ -127,54 +127,6 @@ def faithfulness_correlation(
     return np.array([_pearson(attribution_sums[:, k], drops[:, k]) for k in range(a.shape[0])])
 
 
-def resolve_method(method: "Callable | str") -> Callable:
-    """An attribution method by registry name (``XAIExplainerLib.attribution.ATTRIBUTION_METHODS``) or as is."""
-    if callable(method):
-        return method
-    from .attribution import ATTRIBUTION_METHODS
-    from .errors import UnknownMethodError
-
-    try:
-        return ATTRIBUTION_METHODS[str(method)]
-    except KeyError:
-        raise UnknownMethodError(
-            f"Unknown attribution method {method!r}; choose one of {', '.join(sorted(ATTRIBUTION_METHODS))}."
-        ) from None
-
-
-_PLUMBING = ("device", "batch_size", "progress", "cancel", "seed")
-
-
-def call_method(fn: Callable, model: Callable, x, target, params: dict | None = None, **plumbing):
-    """Call an attribution method with the user's ``params`` and the pipeline's plumbing options.
-
-    Plumbing (device, batch size, progress, cancel, seed) is passed only when the method takes it (a
-    deterministic method has no seed); an unknown user option is a clear :class:`MethodParameterError`
-    naming the options the method does take, not a ``TypeError`` from deep inside.
-    """
-    import inspect
-
-    from .errors import MethodParameterError
-
-    params = dict(params or {})
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return fn(model, x, target, **params, **plumbing)
-    accepted = signature.parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    if not takes_any:
-        unknown = [k for k in params if k not in accepted]
-        if unknown:
-            options = [k for k in list(accepted)[3:] if k not in _PLUMBING]
-            name = getattr(fn, "__name__", "the method")
-            raise MethodParameterError(
-                f"{name} does not take option(s) {', '.join(unknown)}; its options are: {', '.join(options) or 'none'}."
-            )
-        plumbing = {k: v for k, v in plumbing.items() if k in accepted}
-    return fn(model, x, target, **params, **plumbing)
-
-
 def _normalised(a: np.ndarray) -> np.ndarray:
     peak = np.abs(a).reshape(a.shape[0], -1).max(axis=1)
     return a / np.where(peak > 0, peak, 1.0).reshape(-1, 1, 1, 1)
@@ -191,6 +143,7 @@ def average_sensitivity(
     noise: float = 0.1,
     seed: int = 0,
     method_params: dict | None = None,
+    method_inputs: dict | None = None,
     batch_size: int | None = None,
     cancel=None,
 ) -> np.ndarray:
@@ -198,13 +151,20 @@ def average_sensitivity(
 
     Noise is uniform in ±``noise`` · (max − min) of ``x``. The target keeps the clean class masks, so only the
     attribution method's reaction to the input is measured. A class whose clean map is all zero gets NaN.
+    ``method`` is a registry name, a registered function or any callable (see
+    :func:`~XAIExplainerLib.attribution.registry.get_method`); ``method_inputs`` are what the method ``needs``
+    from the pipeline (e.g. the clean ``label_map``), kept fixed like the target.
     """
     import torch
 
-    fn = resolve_method(method)
+    from .attribution.registry import call_method, get_method
+
+    spec = get_method(method)
     params = dict(method_params or {})
+    inputs = dict(method_inputs or {})
     if attributions is None:
-        attributions = call_method(fn, model, x, target, params, batch_size=batch_size, cancel=cancel, seed=seed)
+        attributions = call_method(spec, model, x, target, params, batch_size=batch_size, cancel=cancel, seed=seed,
+                                   **inputs)
     ref = _normalised(_as_maps(attributions))
     ref_norm = np.sqrt((ref.reshape(ref.shape[0], -1) ** 2).sum(axis=1))
     span = float(x.max() - x.min()) or 1.0
@@ -214,8 +174,8 @@ def average_sensitivity(
         _check_cancel(cancel)
         eps = (torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * noise * span
         x_noisy = (x.detach() + eps.to(device=x.device, dtype=x.dtype))
-        other = _normalised(_as_maps(call_method(fn, model, x_noisy, target, params, batch_size=batch_size,
-                                                 cancel=cancel, seed=seed + 1 + s)))
+        other = _normalised(_as_maps(call_method(spec, model, x_noisy, target, params, batch_size=batch_size,
+                                                 cancel=cancel, seed=seed + 1 + s, **inputs)))
         diff = np.sqrt(((ref - other).reshape(ref.shape[0], -1) ** 2).sum(axis=1))
         ratios[s] = np.divide(diff, ref_norm, out=np.full_like(diff, np.nan), where=ref_norm > 0)
     return ratios.mean(axis=0)
@@ -229,6 +189,7 @@ def evaluate_attributions(
     result,
     *,
     method_params: dict | None = None,
+    method_inputs: dict | None = None,
     names: Sequence[str] | None = None,
     faithfulness: dict | None = None,
     sensitivity: dict | None = None,
@@ -252,7 +213,7 @@ def evaluate_attributions(
     skw = {"seed": seed, **(sensitivity or {})}
     start = time.perf_counter()
     sens = average_sensitivity(model, x, target, method, result, method_params=method_params,
-                               batch_size=batch_size, cancel=cancel, **skw)
+                               method_inputs=method_inputs, batch_size=batch_size, cancel=cancel, **skw)
     t_sens = time.perf_counter() - start
     comp = complexity(result, complexity_theta)
     per_class: dict[str, Any] = {}

@@ -1,32 +1,45 @@
-"""Voxel attributions of segmentation models for all requested classes at once (Agg2Exp, issue 3).
+"""Voxel attributions of 3D networks for all requested targets at once (Agg2Exp, issue 3).
 
 Every method has the signature ``method(model, x, target, **options) -> AttributionResult`` where ``model``
-maps (B, C_in, D, H, W) to logits (B, C, D, H, W), ``x`` is one volume (1, C_in, D, H, W) and ``target`` is a
-:class:`ClassAggregate` built from the clean prediction. :data:`ATTRIBUTION_METHODS` lists them by name.
+maps (B, C_in, D, H, W) to its output, ``x`` is one volume (1, C_in, D, H, W) and ``target`` turns the output
+into (B, K) scores (e.g. a :class:`ClassAggregate` built from the clean prediction). Importing this package
+registers the built-in methods in :mod:`.registry`; :data:`ATTRIBUTION_METHODS` is a read-only
+``name -> function`` view of it kept for old code.
 """
-from typing import Callable
-
 from .gradients import SlidingWindow, integrated_gradients, smoothgrad, vanilla_gradient
-from .kernel_shap import KERNEL_SHAP_METHODS, kernel_shap, kernel_shap_cubes, kernel_shap_semantic
+from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
+from .registry import (
+    MethodFunctions,
+    MethodSpec,
+    OptionSpec,
+    available_methods,
+    call_method,
+    get_method,
+    register_method,
+    unregister_method,
+)
 from .result import AttributionResult
 from .targets import ClassAggregate
 
-ATTRIBUTION_METHODS: "dict[str, Callable[..., AttributionResult]]" = {
-    "vanilla_gradient": vanilla_gradient,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    **KERNEL_SHAP_METHODS,  # kernel_shap_cubes, kernel_shap_semantic
-}
+#: Read-only live view ``name -> function`` of the method registry (use :func:`available_methods` in new code).
+ATTRIBUTION_METHODS = MethodFunctions()
 
 __all__ = [
     "ATTRIBUTION_METHODS",
     "AttributionResult",
     "ClassAggregate",
+    "MethodSpec",
+    "OptionSpec",
     "SlidingWindow",
+    "available_methods",
+    "call_method",
+    "get_method",
     "integrated_gradients",
     "kernel_shap",
     "kernel_shap_cubes",
     "kernel_shap_semantic",
+    "register_method",
     "smoothgrad",
+    "unregister_method",
     "vanilla_gradient",
 ]

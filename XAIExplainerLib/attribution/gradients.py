@@ -49,10 +49,12 @@ from ..errors import (
     DeviceError,
     GeometryMismatchError,
     InvalidVolumeError,
+    MethodParameterError,
     ModelCapabilityError,
 )
 from ..models.fused_attention import fused_window_attention
 from . import _batching
+from .registry import MethodSpec, OptionSpec, register_method
 from .result import AttributionResult
 
 if TYPE_CHECKING:
@@ -339,9 +341,9 @@ def _accumulate(
     import torch
 
     if grad_strategy not in GRAD_STRATEGIES:
-        raise ValueError(f"grad_strategy must be one of {GRAD_STRATEGIES}, got {grad_strategy!r}.")
+        raise MethodParameterError(f"grad_strategy must be one of {GRAD_STRATEGIES}, got {grad_strategy!r}.")
     if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size}.")
+        raise MethodParameterError(f"batch_size must be a positive integer or None (automatic), got {batch_size}.")
     names = _target_names(target)
     n_targets = len(names)
     spatial = tuple(int(s) for s in x.shape[2:])
@@ -595,7 +597,7 @@ def smoothgrad(
         n_samples = int(noise.shape[0])
         noise = noise.detach().to(device)
     if int(n_samples) < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+        raise MethodParameterError(f"option 'n_samples' got {n_samples}; allowed: an integer >= 1.")
     n_samples = int(n_samples)
 
     def make_sample(i: int) -> "torch.Tensor":
@@ -635,15 +637,15 @@ def integration_rule(rule: str, n_steps: int) -> tuple[list[float], list[float]]
     import torch
 
     if rule not in IG_RULES:
-        raise ValueError(f"Unknown integration rule {rule!r}; choose one of {', '.join(IG_RULES)}.")
+        raise MethodParameterError(f"Unknown integration rule {rule!r}; choose one of {', '.join(IG_RULES)}.")
     n = int(n_steps)
     if rule == "gausslegendre":
         if n < 1:
-            raise ValueError("gausslegendre needs n_steps >= 1.")
+            raise MethodParameterError(f"option 'n_steps' got {n}; gausslegendre needs n_steps >= 1.")
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
     if n < 2:
-        raise ValueError(f"{rule} needs n_steps >= 2, got {n}.")
+        raise MethodParameterError(f"option 'n_steps' got {n}; rule {rule} needs n_steps >= 2.")
     if rule == "trapezoid":
         steps = [1.0 / (n - 1)] * n
         steps[0] /= 2
@@ -762,3 +764,46 @@ def _endpoint_scores(model, x, base, target, window, device, autocast):
             total += (sel * plan.window_weights(w)).flatten(1).sum(1).to(torch.float64).cpu()
         result.append(total)
     return result[0], result[1], 2 * len(plan.active)
+
+
+# --------------------------------------------------------------------------------------------- registry
+def _grad_strategy_option() -> "OptionSpec":
+    return OptionSpec("grad_strategy", str, "loop", "per-class backward passes: a loop (less memory, the faster on "
+                      "CPU) or one vmapped backward", label="Backward strategy", choices=GRAD_STRATEGIES)
+
+
+def _register_gradient_methods() -> None:
+    """The three gradient methods with the papers' defaults (Agg2Exp uses 20 samples / steps)."""
+    strategy = _grad_strategy_option()
+    register_method(MethodSpec(
+        "vanilla_gradient", "Vanilla gradient",
+        "Gradient of each class score with respect to the input voxels: one forward, one backward per class.",
+        "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks, arXiv:1312.6034",
+        vanilla_gradient, ("segmentation",), (strategy,), deterministic=True), replace=True)
+    register_method(MethodSpec(
+        "smoothgrad", "SmoothGrad",
+        "Gradients averaged over noisy copies of the input (noise sigma = noise level x intensity range).",
+        "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
+        smoothgrad, ("segmentation",), (
+            OptionSpec("n_samples", int, 20, "noisy copies whose gradients are averaged", label="Noise samples",
+                       minimum=1, cli_flag="--samples"),
+            OptionSpec("noise_level", float, 0.1, "noise sigma as a fraction of the input's intensity range "
+                       "(max - min)", label="Noise level", minimum=0.0, exclusive_minimum=True, maximum=1.0),
+            strategy,
+        ), deterministic=False), replace=True)
+    register_method(MethodSpec(
+        "integrated_gradients", "Integrated Gradients",
+        "Gradients integrated along the straight path from a constant baseline to the input.",
+        "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks, ICML, arXiv:1703.01365",
+        integrated_gradients, ("segmentation",), (
+            OptionSpec("n_steps", int, 20, "points on the path from the baseline to the input", label="Steps",
+                       minimum=1, cli_flag="--samples"),
+            OptionSpec("rule", str, "trapezoid", "integration rule (trapezoid is exact for linear models; the "
+                       "others reproduce captum)", label="Integration rule", choices=IG_RULES),
+            OptionSpec("baseline", float, 0.0, "constant model-space intensity the path starts from",
+                       label="Baseline", allow_array=True),
+            strategy,
+        ), deterministic=True), replace=True)
+
+
+_register_gradient_methods()

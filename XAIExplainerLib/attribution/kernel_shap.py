@@ -21,8 +21,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import CancelledError, DeviceError, InvalidVolumeError
+from ..errors import CancelledError, DeviceError, InvalidVolumeError, MethodParameterError
 from ..models.fused_attention import fused_window_attention
+from .registry import MethodSpec, OptionSpec, register_method
 from .result import AttributionResult
 from .supervoxels import cube_grid_size, cube_supervoxels, semantic_supervoxels, validate_supervoxels
 
@@ -248,12 +249,12 @@ def kernel_shap(
     given = coalitions is not None
     if not given:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 3:
-            raise ValueError(f"n_samples must be an integer >= 3, got {n_samples!r}.")
+            raise MethodParameterError(f"n_samples must be an integer >= 3, got {n_samples!r}.")
         coalitions = sample_coalitions(n_features, n_samples, seed)
     else:
         coalitions = _check_coalitions(coalitions, n_features)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        raise MethodParameterError(f"batch_size must be >= 1, got {batch_size}.")
     base = _baseline_tensor(baseline, x)
     if coalitions.shape[0] < n_features + 1:
         warnings.warn(
@@ -368,14 +369,7 @@ def _check_input_shape(x) -> None:
         raise InvalidVolumeError(f"x must be a tensor (1, channels, D, H, W), got shape {getattr(x, 'shape', None)}.")
 
 
-#: Registry entries ``name -> method(model, x, target, **params)``, merged into the library's method table.
-KERNEL_SHAP_METHODS: dict[str, Callable[..., AttributionResult]] = {
-    "kernel_shap_cubes": kernel_shap_cubes,
-    "kernel_shap_semantic": kernel_shap_semantic,
-}
-
 __all__ = [
-    "KERNEL_SHAP_METHODS",
     "coalition_weights",
     "kernel_shap",
     "kernel_shap_cubes",
@@ -383,3 +377,41 @@ __all__ = [
     "sample_coalitions",
     "solve_shapley",
 ]
+
+
+# --------------------------------------------------------------------------------------------- registry
+_AGG2EXP = "Chrabaszcz et al. 2024, Aggregated Attributions for Explanatory Analysis of 3D Segmentation Models " \
+           "(Agg2Exp), arXiv:2407.16653"
+_KERNEL_SHAP = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions, NeurIPS"
+
+
+def _coalitions_option(default: int) -> OptionSpec:
+    return OptionSpec("n_samples", int, default, "coalitions evaluated (all-on and all-off included); more than "
+                      "the number of supervoxels for Shapley estimates", label="Coalitions", minimum=3,
+                      cli_flag="--samples")
+
+
+def _baseline_option() -> OptionSpec:
+    return OptionSpec("baseline", float, 0.0, "model-space intensity a supervoxel takes when it is left out",
+                      label="Baseline", allow_array=True)
+
+
+def _register_kernel_shap_methods() -> None:
+    """Agg2Exp's two KernelSHAP variants with the paper's defaults."""
+    register_method(MethodSpec(
+        "kernel_shap_cubes", "KernelSHAP (cubes)",
+        "Shapley values of a grid of cubic supervoxels, all classes from one set of coalition forwards.",
+        f"{_KERNEL_SHAP}; {_AGG2EXP}", kernel_shap_cubes, ("segmentation",), (
+            _coalitions_option(1000),
+            OptionSpec("n_cubes", int, 512, "number of cubes (rounded to a cube of a whole number per axis)",
+                       label="Cubes", minimum=8, cli_flag="--cubes"),
+            _baseline_option(),
+        ), deterministic=False), replace=True)
+    register_method(MethodSpec(
+        "kernel_shap_semantic", "KernelSHAP (semantic)",
+        "Shapley values of the predicted segments as supervoxels, all classes from one set of coalition forwards.",
+        f"{_KERNEL_SHAP}; {_AGG2EXP}", kernel_shap_semantic, ("segmentation",),
+        (_coalitions_option(200), _baseline_option()), deterministic=False, needs=("label_map",)), replace=True)
+
+
+_register_kernel_shap_methods()

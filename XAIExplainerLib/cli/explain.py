@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import MethodParameterError, VolumeReadError
 
-METHOD_NAMES = ("vanilla_gradient", "smoothgrad", "integrated_gradients", "kernel_shap_cubes", "kernel_shap_semantic")
+#: The model kind whose registered methods ``explain`` and ``cohort-explain`` offer.
+MODEL_KIND = "segmentation"
+#: Prefix of the argparse destinations of method option flags (``--samples`` -> ``method_option_samples``).
+_OPTION_DEST = "method_option_"
 
 
 def read_roi_names(path: str | Path) -> dict[int, str]:
@@ -61,28 +64,64 @@ def _parse_params(pairs: list[str] | None) -> dict:
     return out
 
 
-def _samples_option(fn, samples: int) -> dict:
-    """Map ``--samples N`` onto the method's own option (n_samples for SmoothGrad/KernelSHAP, n_steps for IG)."""
-    accepted = inspect.signature(fn).parameters
-    for key in ("n_samples", "n_steps"):
-        if key in accepted:
-            return {key: int(samples)}
-    raise MethodParameterError(
-        f"--samples does not apply to {getattr(fn, '__name__', 'this method')} (it takes no samples or steps)."
-    )
+def _flag_dest(flag: str) -> str:
+    return _OPTION_DEST + flag.lstrip("-").replace("-", "_")
+
+
+def _option_flags() -> "dict[str, list[tuple[Any, Any]]]":
+    """``flag -> [(method spec, option spec)]`` over the registered methods (a flag may serve several methods)."""
+    from ..attribution.registry import available_methods
+
+    flags: dict[str, list] = {}
+    for spec in available_methods(MODEL_KIND):
+        for option in spec.options:
+            flags.setdefault(option.flag, []).append((spec, option))
+    return flags
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """``--method`` (choices) and one flag per method option, read from the registry NOW (parser build time)."""
+    from ..attribution.registry import available_methods
+
+    specs = available_methods(MODEL_KIND)
+    names = [s.name for s in specs]
+    default = "smoothgrad" if "smoothgrad" in names else (names[0] if names else None)
+    parser.add_argument("--method", default=default, choices=names, metavar="METHOD",
+                        help="attribution method: " + "; ".join(f"{s.name} ({s.label})" for s in specs)
+                        + f" (default: {default})")
+    group = parser.add_argument_group("method options (each applies to the methods named in its help)")
+    for flag, users in _option_flags().items():
+        helps = list(dict.fromkeys(opt.help for _, opt in users))
+        text = helps[0] if len(helps) == 1 else " / ".join(dict.fromkeys(o.display_label.lower() for _, o in users))
+        uses = "; ".join(f"{spec.name}: {opt.name}, default {opt.default!r}, {opt.allowed()}" for spec, opt in users)
+        group.add_argument(flag, dest=_flag_dest(flag), metavar="VALUE", help=f"{text} [{uses}]")
+
+
+def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
+    """``--param KEY=VALUE`` pairs plus the method's option flags, validated against the method's spec."""
+    from ..attribution.registry import get_method
+
+    spec = get_method(method)
+    params = _parse_params(args.param)
+    for flag in _option_flags():
+        value = getattr(args, _flag_dest(flag), None)
+        if value is None:
+            continue
+        option = spec.option_for_flag(flag)
+        if option is None:
+            offered = ", ".join(o.flag for o in spec.options) or "none"
+            raise MethodParameterError(f"{flag} does not apply to {spec.name} (its option flags: {offered}).")
+        params[option.name] = value
+    return spec.validate(params)
 
 
 def _explain(args: argparse.Namespace) -> int:
     from ..pipelines.agg2exp import explain_volume, save_explanation
-    from ..metrics import resolve_method
     from ..models import SegmentationModel
     from ..progress import cli_progress
     from ..volume import read_volume
 
-    fn = resolve_method(args.method)
-    params = _parse_params(args.param)
-    if args.samples is not None:
-        params.update(_samples_option(fn, args.samples))
+    params = method_params_from_args(args, args.method)
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         from ..errors import OutputExistsError
@@ -135,12 +174,9 @@ def _cohort(args: argparse.Namespace) -> int:
 
 def _cohort_explain(args: argparse.Namespace) -> int:
     from ..cohort.run import explain_cohort
-    from ..metrics import resolve_method
     from ..progress import cli_progress
 
-    params = _parse_params(args.param)
-    if args.samples is not None:
-        params.update(_samples_option(resolve_method(args.method), args.samples))
+    params = method_params_from_args(args, args.method)
     report, close = cli_progress(args.progress_lines, f"cohort ({args.method})")
     try:
         result = explain_cohort(
@@ -171,7 +207,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("explain", help="Agg2Exp: voxel attributions, RoI importance matrix and graph")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
     p.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
-    p.add_argument("--method", default="smoothgrad", help=f"attribution method: {', '.join(METHOD_NAMES)}")
+    add_method_options(p)
     p.add_argument("--classes", nargs="+", help="class names or indices to explain (default: all)")
     p.add_argument("--rois", help="label map on the input's grid (atlas, ground truth); default: predicted segments")
     p.add_argument("--roi-names", help="table '<label value> <name>' per line (TXT/CSV, e.g. AAL's .nii.txt)")
@@ -179,7 +215,6 @@ def register(subparsers) -> None:
                    help="RoI importance variant (default: absolute)")
     p.add_argument("--metrics", action="store_true", help="also compute faithfulness, sensitivity and complexity")
     p.add_argument("--seed", type=int, default=0, help="random seed of noise, coalitions and metrics")
-    p.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
     p.add_argument("--batch-size", type=int, help="samples per forward pass (default: chosen from free memory)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
     p.add_argument("--graph-top-k", type=int, help="keep at most K edges per class in the graph")
@@ -203,12 +238,11 @@ def register(subparsers) -> None:
     ce = subparsers.add_parser("cohort-explain", help="explain many scans with one model, then aggregate them")
     ce.add_argument("--inputs", nargs="+", required=True, help="NIfTI/NRRD files or DICOM folders, one per scan")
     ce.add_argument("--model", required=True, help="weights (.pt + JSON), MONAI bundle folder or TorchScript")
-    ce.add_argument("--method", default="smoothgrad", help=f"attribution method: {', '.join(METHOD_NAMES)}")
+    add_method_options(ce)
     ce.add_argument("--classes", nargs="+", help="class names or indices to explain (default: all)")
     ce.add_argument("--variant", default="absolute", choices=["absolute", "positive", "negative", "mean"])
     ce.add_argument("--metrics", action="store_true", help="also compute the quality metrics per scan")
     ce.add_argument("--seed", type=int, default=0)
-    ce.add_argument("--samples", type=int, help="samples (SmoothGrad, KernelSHAP) or steps (Integrated Gradients)")
     ce.add_argument("--batch-size", type=int)
     ce.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method option, repeatable")
     ce.add_argument("--workers", type=int, default=1,

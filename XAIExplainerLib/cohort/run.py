@@ -200,7 +200,7 @@ def explain_cohort(
     ``devices`` spreads scans round-robin over several devices (e.g. one per GPU, with ``workers`` = their number).
     """
     from .aggregate import run_cohort
-    from ..metrics import resolve_method
+    from ..attribution.registry import get_method
 
     if not inputs:
         raise CohortError("No input scans were given.")
@@ -209,7 +209,7 @@ def explain_cohort(
         raise CohortError(f"These input scans do not exist: {', '.join(missing)}.")
     if not Path(model_path).exists():
         raise CohortError(f"The model '{model_path}' does not exist.")
-    resolve_method(method)  # an unknown method fails here, before any scan starts
+    get_method(method).validate(method_params)  # an unknown method or option fails before any scan starts
     if int(workers) < 1:
         raise CohortError(f"workers must be at least 1, got {workers}.")
     out = Path(output).absolute()

@@ -39,6 +39,20 @@ def reference_structures(image):
     return structures_from_aal(resample_to_reference(aal, image, "nearest").array.astype(np.int64), names)
 
 
+def samples_params(method: str, samples: int | None) -> dict:
+    """``--samples N`` as the method's own option (noise samples, steps or coalitions), from the method registry."""
+    from ..attribution.registry import get_method
+    from ..errors import MethodParameterError
+
+    spec = get_method(method)
+    if not samples:
+        return {}
+    option = spec.option_for_flag("--samples")
+    if option is None:
+        raise MethodParameterError(f"--samples does not apply to {spec.name} (it takes no samples or steps).")
+    return {option.name: option.validate(samples, spec.name)}
+
+
 def run(output: Path, method: str, classes: Sequence[str], samples: int | None, device: str) -> None:
     from ..pipelines.agg2exp import explain_volume, save_explanation
     from ..models import SegmentationModel
@@ -68,9 +82,7 @@ def run(output: Path, method: str, classes: Sequence[str], samples: int | None, 
         dice[name] = 2 * float((p & r).sum()) / max(1, int(p.sum() + r.sum()))
     print(f"      done in {segment_seconds:.0f} s; mean Dice vs AAL structures {np.mean(list(dice.values())):.3f}")
 
-    params = {"n_samples": samples} if samples and method in ("smoothgrad", "kernel_shap_cubes", "kernel_shap_semantic") else {}
-    if samples and method == "integrated_gradients":
-        params = {"n_steps": samples}
+    params = samples_params(method, samples)
     print(f"[3/4] explaining classes {', '.join(classes)} with {method} {params or '(paper defaults)'}")
     t0 = time.perf_counter()
     report, close = cli_progress(False, method)
@@ -111,7 +123,8 @@ def summarise(output: Path, folder: Path, explanation, dice: dict[str, float], s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--method", default="smoothgrad")
+    parser.add_argument("--method", default="smoothgrad", help="a registered attribution method (see "
+                        "'xai-explainer explain --help')")
     parser.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES))
     parser.add_argument("--samples", type=int, default=None, help="samples/steps for the method (default: paper's)")
     parser.add_argument("--device", default="auto")

@@ -156,15 +156,6 @@ def _model_device(model: Any):
         return torch.device("cpu")
 
 
-def _accepted(fn: Callable) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
 def _roi_name_map(roi_names: "Mapping[int, str] | Sequence[str] | None") -> "Mapping[int, str] | None":
     if roi_names is None or isinstance(roi_names, Mapping):
         return roi_names
@@ -205,7 +196,8 @@ def explain_volume(
     from ..attribution import ClassAggregate
     from ..device import resolve_device
     from .roi_graph import importance_graph, label_centroids_mm
-    from ..metrics import call_method, evaluate_attributions, resolve_method
+    from ..attribution.registry import call_method, get_method
+    from ..metrics import evaluate_attributions
 
     if not isinstance(volume, Volume):
         raise InvalidVolumeError(f"explain_volume needs a Volume, got {type(volume).__name__}; use read_volume().")
@@ -218,9 +210,10 @@ def explain_volume(
 
         raise XAIExplainerError("roi_names name the labels of an RoI map; pass rois as well (the predicted segments "
                                 "are named by the model's label names).")
-    fn = resolve_method(method)
-    method_name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
+    spec = get_method(method)
+    method_name = spec.name
     params = dict(method_params or {})
+    spec.validate(params)  # a wrong option fails before any model evaluation
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -251,9 +244,10 @@ def explain_volume(
     target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
     to_array = getattr(model, "to_array", None) or (lambda t: t.detach().float().cpu().numpy())
     labels_model = to_array(logits[0].argmax(0).to(torch.uint8)).astype(np.uint8)  # (z, y, x)
-    if "label_map" in _accepted(fn) and "label_map" not in params:
+    inputs = {}  # what the method's spec says it needs from the pipeline
+    if "label_map" in spec.needs:
         # semantic supervoxels = the clean prediction, which is already here: saves the method a forward pass
-        params["label_map"] = logits[0].argmax(0).cpu()
+        inputs["label_map"] = logits[0].argmax(0).cpu()
     del logits
     timings["prediction_s"] = time.perf_counter() - t
     if labels_model.shape != model_space.shape:
@@ -263,8 +257,8 @@ def explain_volume(
         )
 
     t = time.perf_counter()
-    result = call_method(fn, model.logits, x, target, params, device=dev, batch_size=batch_size,
-                         progress=method_progress, cancel=cancel, seed=seed)
+    result = call_method(spec, model.logits, x, target, params, device=dev, batch_size=batch_size,
+                         progress=method_progress, cancel=cancel, seed=seed, **inputs)
     timings["attribution_s"] = time.perf_counter() - t
     attr = to_array(result.attributions).astype(np.float32)  # (K, z, y, x): the tensor's axes in volume order
 
@@ -315,8 +309,9 @@ def explain_volume(
         t = time.perf_counter()
         report(0.65, "quality metrics (faithfulness, sensitivity, complexity)")
         opts = metrics if isinstance(metrics, dict) else {}
-        metric_values = evaluate_attributions(model.logits, x, target, fn, result, method_params=params,
-                                              seed=seed, batch_size=batch_size, cancel=cancel, **opts)
+        metric_values = evaluate_attributions(model.logits, x, target, spec, result, method_params=params,
+                                              method_inputs=inputs, seed=seed, batch_size=batch_size,
+                                              cancel=cancel, **opts)
         timings["metrics_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
     report(1.0, "done")
