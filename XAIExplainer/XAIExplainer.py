@@ -883,10 +883,14 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         return comparison_layout(list(heatmapNodes), backgroundNode, labels=labels, orientation=orientation)
 
     @staticmethod
-    def showChart(heatmapNode) -> bool:
-        """Show the importance chart of ``heatmapNode``'s run in the layout: only when the user asks for it."""
+    def chartForHeatmap(heatmapNode):
+        """The RoI importance chart of the run that made ``heatmapNode`` (through scene references), or None."""
         points = heatmapNode.GetNodeReference("XAIExplainer.graph") if heatmapNode is not None else None
-        chart = points.GetNodeReference("XAIExplainer.chart") if points is not None else None
+        return points.GetNodeReference("XAIExplainer.chart") if points is not None else None
+
+    def showChart(self, heatmapNode) -> bool:
+        """Show the importance chart of ``heatmapNode``'s run in the layout: only when the user asks for it."""
+        chart = self.chartForHeatmap(heatmapNode)
         if chart is None:
             return False
         slicer.modules.plots.logic().ShowChartInLayout(chart)

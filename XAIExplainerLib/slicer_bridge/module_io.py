@@ -73,7 +73,8 @@ def export_roi_segmentation(segmentation_node: Any, reference_volume: Any, label
                             names_path: Path) -> list[str]:
     """Segments as a label map on the reference grid (label v = v-th segment) plus a CSV of names.
 
-    The temporary label map and the colour table Slicer creates for it are both removed (no scene clutter).
+    The temporary label map and the colour table Slicer creates for it are both removed (no scene clutter); a
+    colour table the segmentation already uses is referenced by it and therefore kept.
     """
     import vtk
 
@@ -84,6 +85,7 @@ def export_roi_segmentation(segmentation_node: Any, reference_volume: Any, label
     segmentation_node.GetSegmentation().GetSegmentIDs(ids)
     if ids.GetNumberOfValues() == 0:
         raise SceneInputError(f"The RoI segmentation '{segmentation_node.GetName()}' has no segments.")
+    tables_before = _color_table_ids(scene)
     label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "XAIExplainer RoIs (temporary)")
     try:
         if not get_context().logic("Segmentations").ExportSegmentsToLabelmapNode(segmentation_node, ids, label_node,
@@ -91,7 +93,11 @@ def export_roi_segmentation(segmentation_node: Any, reference_volume: Any, label
             raise SceneInputError(f"Could not export '{segmentation_node.GetName()}' to a label map on the input's grid.")
         write_volume(volume_from_node(label_node), labels_path)
     finally:
-        _remove_with_color_table(scene, label_node)
+        scene.RemoveNode(label_node)
+        for node_id in _color_table_ids(scene) - tables_before:  # made for the export ("<name>_ColorTable")
+            table = scene.GetNodeByID(node_id)
+            if _unreferenced(scene, table):
+                scene.RemoveNode(table)
     segmentation = segmentation_node.GetSegmentation()
     names = [segmentation.GetSegment(ids.GetValue(i)).GetName() for i in range(ids.GetNumberOfValues())]
     with open(names_path, "w", newline="") as f:
@@ -99,24 +105,23 @@ def export_roi_segmentation(segmentation_node: Any, reference_volume: Any, label
     return names
 
 
-def _remove_with_color_table(scene: Any, volume_node: Any) -> None:
-    """Remove a temporary label map and the colour table Slicer made for it ("<name>_ColorTable"), if unused."""
-    display = volume_node.GetDisplayNode()
-    color = display.GetColorNode() if display is not None else None
-    name = volume_node.GetName()
-    scene.RemoveNode(volume_node)
-    if color is not None and (color.GetName() or "").startswith(name) and _unreferenced(scene, color):
-        scene.RemoveNode(color)
+def _color_table_ids(scene: Any) -> set[str]:
+    return {scene.GetNthNodeByClass(i, "vtkMRMLColorTableNode").GetID()
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode"))}
 
 
 def _unreferenced(scene: Any, node: Any) -> bool:
-    if node.GetScene() is None or node.GetSingletonTag():
+    """Whether no node of the scene references ``node`` (singletons, e.g. default colour tables, never are)."""
+    if node is None or node.GetScene() is None or node.GetSingletonTag():
         return False
-    from vtkmodules.vtkCommonCore import vtkCollection
-
-    referencing = vtkCollection()
-    scene.GetReferencingNodes(node, referencing)
-    return referencing.GetNumberOfItems() == 0
+    for i in range(scene.GetNumberOfNodes()):
+        other = scene.GetNthNode(i)
+        for r in range(other.GetNumberOfNodeReferenceRoles()):
+            role = other.GetNthNodeReferenceRole(r)
+            if any(other.GetNthNodeReferenceID(role, k) == node.GetID()
+                   for k in range(other.GetNumberOfNodeReferences(role))):
+                return False
+    return True
 
 
 def read_result_json(path: Path) -> dict:
@@ -161,6 +166,8 @@ def run_folder(nodes: Sequence[Any], label: str, when: float | None = None) -> i
         item = sh.GetItemByDataNode(node)
         if item:
             sh.SetItemParent(item, folder)
+        else:  # Slicer's GUI adds items for new nodes; a headless scene has none yet
+            sh.CreateItem(folder, node)
     return folder
 
 
