@@ -265,3 +265,17 @@ def test_parse_classes(tree):
     assert parse("") == [] and parse("  ") == []
     assert parse("liver spleen") == ["liver", "spleen"]
     assert parse("left kidney, 3 ,spleen") == ["left kidney", "3", "spleen"]
+
+
+def test_slicer_start_loads_no_simpleitk_torch_or_monai():
+    """Slicer imports every scripted module at start: the module file and ``import XAIExplainerLib`` must not pull
+    SimpleITK (slow), torch or MONAI. (slicer-core's own ``import slicer`` loads torch, so for the module file only
+    SimpleITK/MONAI are checked; the library import is checked for all three.)"""
+    code = ("import sys; sys.path.insert(0, 'Testing'); import XAIExplainerLib; "
+            "bare = sorted(m for m in ('SimpleITK', 'torch', 'monai') if m in sys.modules); "
+            "import slicer_standins; slicer_standins.load_module(); "
+            "module = sorted(m for m in ('SimpleITK', 'monai') if m in sys.modules); "
+            "print(bare, module); sys.exit(1 if bare or module else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
