@@ -60,6 +60,9 @@ def session(module, tmp_path_factory):
     logic = module.XAIExplainerLogic()
     logic.pythonExecutable = sys.executable
     params = logic.getParameterNode()
+    assert str(params.modelPath) == "."  # what a fresh parameter node holds ...
+    logic.offerDemoModel(params)  # ... and what the widget shows instead when the module opens
+    assert Path(params.modelPath).name == "swin_unetr_brain.pt"
     folders_before, tables_before = _work_folders(), _user_colour_tables(ctx.scene)
     volume = logic.loadDemo(params)
     input_before = np.array(__import__("slicer").util.arrayFromVolume(volume), copy=True)

@@ -244,6 +244,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        self.logic.offerDemoModel(self._parameterNode)
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
@@ -410,10 +411,15 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             self.ui.statusLabel.text = _("Demo loaded: press Explain (or Segment).")
 
+    def _rememberModelPath(self) -> None:
+        """Keep the model in the path field's history (saved in Slicer's settings under its settingKey)."""
+        self.ui.modelPathLineEdit.addCurrentPathToHistory()
+
     def onSegmentButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             if not self._ensureDependencies():
                 return
+            self._rememberModelPath()
             p = self._parameterNode
             self.logic.segment(p.inputVolume, p.modelPath, device=p.device, outputSegmentation=p.outputSegmentation,
                                onProgress=self._onProgress, onFinished=self._finished)
@@ -423,6 +429,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the explanation."), waitCursor=True):
             if not self._ensureDependencies():
                 return
+            self._rememberModelPath()
             p = self._parameterNode
             self.logic.explain(
                 p.inputVolume, p.modelPath, method=p.method, classes=parseClasses(p.classes),
@@ -584,6 +591,14 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
                 parameterNode.inputVolume = volume
                 parameterNode.modelPath = module_io.DEMO_MODEL
         return volume
+
+    @staticmethod
+    def offerDemoModel(parameterNode) -> None:
+        """An empty Model field (shown as ".") gets the shipped demo model, so there is always something to try."""
+        if str(parameterNode.modelPath or "").strip() in ("", "."):
+            from XAIExplainerLib.slicer_bridge.module_io import DEMO_MODEL
+
+            parameterNode.modelPath = DEMO_MODEL
 
     # --- dependencies -----------------------------------------------------------------------------------------
 
