@@ -576,16 +576,14 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     # --- demo -------------------------------------------------------------------------------------------------
 
     def loadDemo(self, parameterNode=None):
-        """Load the demo T1 and select it with the demo model, so Explain is the next (second) click."""
+        """Load the demo T1 and select it with the demo model, so Explain is the next (second) click.
+
+        The same file is offered in the Sample Data module (registered at startup); loading it here through the
+        bridge works also when the module was reloaded without that registration.
+        """
         from XAIExplainerLib.slicer_bridge import module_io
 
-        volume = None
-        if hasattr(slicer, "app"):
-            import SampleData
-
-            volume = SampleData.SampleDataLogic().downloadSample(DEMO_SAMPLE_NAME)
-        if volume is None:
-            volume = module_io.load_demo_volume()
+        volume = module_io.load_demo_volume()
         if parameterNode is not None:
             with slicer.util.NodeModify(parameterNode.parameterNode):
                 parameterNode.inputVolume = volume
