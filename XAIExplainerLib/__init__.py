@@ -4,9 +4,9 @@ Heavy dependencies (torch, MONAI, SimpleITK) are imported lazily by the submodul
 XAIExplainerLib`` is cheap inside Slicer: Slicer imports it at start, and loading SimpleITK there would slow every
 Slicer start. ``Volume``, ``read_volume`` and ``write_volume`` are resolved on first access (PEP 562).
 """
+from ._version import __version__
 from .errors import XAIExplainerError
 
-__version__ = "0.1.0"
 __all__ = ["Volume", "XAIExplainerError", "read_volume", "write_volume", "__version__"]
 
 _LAZY = {"Volume", "read_volume", "write_volume"}

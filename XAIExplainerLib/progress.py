@@ -1,11 +1,30 @@
-"""Progress reporting for the command line: a tqdm bar for people, ``PROGRESS <fraction> <message>`` lines for
-the Slicer module, which reads the CLI's stdout from a background process."""
+"""Progress and cancellation callbacks: the two type aliases every long-running function takes, a tqdm bar for
+people, and ``PROGRESS <fraction> <message>`` lines for the Slicer module, which reads the CLI's stdout from a
+background process.
+
+The aliases are declared here once; models, attribution methods, pipelines and the cohort runner import them.
+"""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
+#: ``report(fraction, message)`` with ``fraction`` in [0, 1].
 ProgressCallback = Callable[[float, str], None]
+#: ``cancel() -> bool``: polled between batches; ``True`` makes the work stop with a ``CancelledError``.
+CancelCallback = Callable[[], bool]
+
+
+def silent(fraction: float, message: str) -> None:
+    """The progress callback of a caller that passed none."""
+
+
+def sub_progress(report: ProgressCallback, start: float, end: float) -> ProgressCallback:
+    """A callback that maps a step's own 0..1 onto ``start..end`` of the caller's bar (one step of several)."""
+    def scaled(fraction: float, message: str) -> None:
+        report(start + (end - start) * float(fraction), message)
+
+    return scaled
 
 
 def cli_progress(machine_readable: bool, description: str = "") -> tuple[ProgressCallback, Callable[[], None]]:

@@ -62,8 +62,7 @@ if TYPE_CHECKING:
 
     from .targets import ClassAggregate
 
-Progress = Callable[[float, str], None]
-Cancel = Callable[[], bool]
+from ..progress import CancelCallback as Cancel, ProgressCallback as Progress  # noqa: E402 (declared once)
 
 IG_RULES = ("trapezoid", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 GRAD_STRATEGIES = ("loop", "vmap")

@@ -30,7 +30,7 @@ from .supervoxels import cube_grid_size, cube_supervoxels, semantic_supervoxels,
 if TYPE_CHECKING:
     import torch
 
-ProgressCallback = Callable[[float, str], None]
+from ..progress import ProgressCallback  # noqa: E402 (declared once)
 
 #: captum's weight of the all-on / all-off coalitions (``KernelShap.inf_weight``).
 ENDPOINT_WEIGHT = 1_000_000.0

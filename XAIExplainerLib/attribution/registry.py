@@ -8,7 +8,9 @@ Why specs instead of signature sniffing: a spec says which keyword is user-facin
 plumbing the method accepts (device, batch size, progress, cancel, seed) and what extra input it needs from the
 pipeline (e.g. ``label_map``, the clean prediction a pipeline already has), so a typo in an option is a clear
 :class:`MethodParameterError` naming the allowed range instead of a ``TypeError`` deep inside a method.
-This module imports no torch: the Slicer GUI reads it at start.
+This module imports no torch: the Slicer GUI reads it at start. The built-in methods are registered by the
+package's ``__init__`` (Python runs it before this module is imported), so the registry is never seen empty and
+needs no import back up into the package.
 """
 from __future__ import annotations
 
@@ -230,16 +232,10 @@ def unregister_method(name: str) -> None:
     del _REGISTRY[name]
 
 
-def _ensure_builtins() -> None:
-    """Importing the attribution package registers the built-in methods (lazily: it imports numpy)."""
-    from .. import attribution  # noqa: F401
-
-
 def get_method(name_or_callable: "str | Callable | MethodSpec") -> MethodSpec:
     """The spec of a registered name, of a registered function, or an ad-hoc spec of any other callable."""
     if isinstance(name_or_callable, MethodSpec):
         return name_or_callable
-    _ensure_builtins()
     if callable(name_or_callable):
         for spec in _REGISTRY.values():
             if spec.function is name_or_callable:
@@ -255,7 +251,6 @@ def get_method(name_or_callable: "str | Callable | MethodSpec") -> MethodSpec:
 
 def available_methods(model_kind: str | None = None) -> list[MethodSpec]:
     """Registered methods (registration order), only those applying to ``model_kind`` when given."""
-    _ensure_builtins()
     if model_kind is not None and model_kind not in MODEL_KINDS:
         raise UnknownMethodError(f"Unknown model kind {model_kind!r}; choose one of {', '.join(MODEL_KINDS)}.")
     return [s for s in _REGISTRY.values() if model_kind is None or model_kind in s.model_kinds]

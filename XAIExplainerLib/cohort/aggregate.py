@@ -216,7 +216,7 @@ def run_cohort(
     The outlier forests are fitted on ``reference`` folders when given, otherwise on the cohort itself.
     Writes ``global_matrix.csv/json``, ``outliers.csv/json``, ``global_matrix.png`` and ``global_graph.*``.
     """
-    from ..pipelines.agg2exp import atomic_output_folder, write_matrix_csv
+    from ..io import atomic_output_folder, write_matrix_csv
     from ..figures import draw_graph, matrix_heatmap
     from ..pipelines.roi_graph import importance_graph, write_graph
 

@@ -23,11 +23,11 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..errors import CohortError, OutputExistsError, XAIExplainerError
 
-Progress = Callable[[float, str], None]
+from ..progress import ProgressCallback as Progress  # noqa: E402 (declared once)
 
 
 @dataclass(frozen=True)

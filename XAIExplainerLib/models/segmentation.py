@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..volume import Volume, resample_to_reference
 from .config import ModelConfig
 from .preprocessing import preprocess
 
-ProgressCallback = Callable[[float, str], None]
+from ..progress import ProgressCallback  # noqa: E402 (declared once)
 
 
 @dataclass
@@ -63,13 +63,9 @@ class SegmentationModel:
     @classmethod
     def from_network(cls, network: Any, config: ModelConfig, device: Any = "cpu") -> "SegmentationModel":
         """Wrap an in-memory network (tests, notebooks); its hash is taken from the parameters."""
-        import hashlib
+        from ..provenance import IN_MEMORY, sha256_state_dict
 
-        digest = hashlib.sha256()
-        for name, tensor in sorted(network.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().numpy().tobytes())
-        return cls(network, config, device, "<in-memory>", digest.hexdigest(), "module")
+        return cls(network, config, device, IN_MEMORY, sha256_state_dict(network.state_dict()), "module")
 
     @property
     def label_names(self) -> list[str]:

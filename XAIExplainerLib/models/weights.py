@@ -5,7 +5,6 @@ another feature size), a file that is no torch file at all, or a bundle without 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ModelConfigError, WeightsError
+from ..provenance import sha256_file as file_sha256  # the one hashing routine family
 from .config import ModelConfig, config_path_for
 
 #: Keys under which training frameworks nest the state dict in a checkpoint dict.
@@ -30,14 +30,6 @@ class LoadedWeights:
     source: Path
     kind: str  # "state_dict" | "bundle" | "torchscript"
     sha256: str
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:

@@ -1,6 +1,6 @@
-"""The Agg2Exp pipeline for one scan: segment, attribute every class at once, aggregate over RoIs, save.
+"""The Agg2Exp product for one scan: segment, attribute every class at once, aggregate over RoIs, graph, save.
 
-Data flow (one way)::
+Data flow (one way; the shared steps are in :mod:`.common`)::
 
     Volume ─preprocess→ model space ─to_tensor→ x ─logits→ clean prediction ─→ ClassAggregate target
           └──────────── RoI map (nearest) ─→ model space          method(model, x, target) → e (K, D, H, W)
@@ -15,25 +15,22 @@ for viewing.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import json
 import os
-import platform
-import re
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import common
 from .roi_importance import RoIImportance, context_ratios, roi_importance
-from ..errors import GeometryMismatchError, InvalidVolumeError, OutputExistsError
+from ..errors import GeometryMismatchError, InvalidVolumeError, XAIExplainerError
+from ..io import atomic_output_folder, safe_name, write_json, write_matrix_csv
+from ..progress import CancelCallback, ProgressCallback, silent, sub_progress
+from ..provenance import run_provenance
 from ..volume import Volume, require_same_grid, resample_to_reference, write_volume
+
+__all__ = ["Explanation", "explain_volume", "save_explanation"]
 
 
 @dataclass
@@ -49,7 +46,7 @@ class Explanation:
     matrix: np.ndarray  # (classes x RoIs)
     variant: str
     graph: Any  # networkx.DiGraph
-    absent_classes: list[str]
+    absent_classes: list[str]  # explained classes missing from the prediction (public name; see ``absent``)
     importance: RoIImportance
     segment_importance: RoIImportance  # always against the predicted segments (gives the context ratios)
     context_ratio: dict[str, float]
@@ -57,103 +54,37 @@ class Explanation:
     metrics: dict | None = None
     provenance: dict = field(default_factory=dict)
 
-
-# ---- helpers -----------------------------------------------------------------------------------------------------
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a class or RoI name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "unnamed"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    @property
+    def absent(self) -> list[str]:
+        """The same list under the name targets and RoI matrices use (``target.absent``, ``importance.absent``)."""
+        return self.absent_classes
 
 
-def model_fingerprint(model: Any) -> dict[str, str]:
-    """sha256 of the weights file the model came from, or else of its state dict (names + raw bytes)."""
-    digest = getattr(model, "sha256", "")
-    if isinstance(digest, str) and len(digest) == 64:
-        source = str(getattr(model, "source", "") or "")
-        return {"sha256": digest, "of": "state dict" if source in ("", "<in-memory>") else f"weights {Path(source).name}"}
-    for attr in ("weights_path", "source_path", "path", "source"):
-        value = getattr(model, attr, None)
-        if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
-            return {"sha256": _sha256_file(Path(value)), "of": f"weights file {Path(value).name}"}
-    network = getattr(model, "network", model)
-    if hasattr(network, "state_dict"):
-        h = hashlib.sha256()
-        for key, tensor in sorted(network.state_dict().items()):
-            h.update(key.encode())
-            t = tensor.detach().cpu().contiguous().reshape(-1)
-            h.update(t.view(__import__("torch").uint8).numpy().tobytes())
-        return {"sha256": h.hexdigest(), "of": "state dict"}
-    return {"sha256": "", "of": "unavailable (model exposes neither a weights file nor a state dict)"}
+@dataclass
+class _Prediction:
+    """The clean prediction in model space and the Agg2Exp target fixed from it."""
+
+    target: Any  # ClassAggregate
+    labels: np.ndarray  # (z, y, x) uint8 argmax in model space
+    label_names: list[str]
 
 
-def _versions() -> dict[str, str]:
-    from .. import __version__
-
-    out = {"XAIExplainerLib": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("torch", "monai", "SimpleITK", "sklearn", "networkx"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is reported, not fatal
-            out[mod] = "not installed"
-    return out
+@dataclass
+class _Aggregation:
+    importance: RoIImportance  # over the user's RoIs, or the predicted segments
+    segment_importance: RoIImportance
+    context_ratio: dict[str, float]
 
 
-def write_matrix_csv(path: Path, matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str]) -> Path:
-    """Classes × RoIs as CSV with a header row of RoI names and a first column of class names."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class"] + list(cols))
-        for name, row in zip(rows, np.asarray(matrix)):
-            w.writerow([name] + [f"{v:.8g}" for v in row])
-    return Path(path)
-
-
-@contextlib.contextmanager
-def atomic_output_folder(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; rename it to ``out_dir`` only when the block finishes without error.
-
-    A failure removes the temporary folder, so ``out_dir`` is either absent, untouched, or complete.
-    """
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"The output folder '{out}' already exists. Choose another folder or pass overwrite.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            if not overwrite:
-                raise OutputExistsError(f"The output folder '{out}' appeared while writing; nothing was replaced.")
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# ---- the pipeline --------------------------------------------------------------------------------------------------
-def _model_device(model: Any):
-    import torch
-
-    dev = getattr(model, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    try:
-        return next(model.network.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
+# ---- steps ---------------------------------------------------------------------------------------------------------
+def _check_rois(volume: Volume, rois: Volume | None, roi_names: Any) -> None:
+    if rois is not None:
+        if not isinstance(rois, Volume):
+            raise InvalidVolumeError(f"rois must be a Volume label map, got {type(rois).__name__}.")
+        require_same_grid(volume, rois, "RoI map")
+    if roi_names is not None and rois is None:
+        raise XAIExplainerError("roi_names name the labels of an RoI map; pass rois as well (the predicted segments "
+                                "are named by the model's label names).")
 
 
 def _roi_name_map(roi_names: "Mapping[int, str] | Sequence[str] | None") -> "Mapping[int, str] | None":
@@ -162,6 +93,80 @@ def _roi_name_map(roi_names: "Mapping[int, str] | Sequence[str] | None") -> "Map
     return {i: str(n) for i, n in enumerate(roi_names)}
 
 
+def _predict(model: Any, inputs: common.ModelInput, classes: Any, reduction: str, spec: Any,
+             method_inputs: dict) -> _Prediction:
+    """Clean logits → ClassAggregate target (masks fixed from the unperturbed prediction) and the label map.
+
+    A method that builds semantic supervoxels from the prediction (``label_map``) is handed this one, which saves
+    it a forward pass.
+    """
+    import torch
+
+    from ..attribution import ClassAggregate
+
+    logits = common.predict(model, inputs.x)
+    label_names = [str(n) for n in model.label_names]
+    target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
+    argmax = logits[0].argmax(0)
+    labels = common.to_array(model, argmax.to(torch.uint8)).astype(np.uint8)  # (z, y, x)
+    if "label_map" in spec.needs:
+        method_inputs["label_map"] = argmax.cpu()
+    del logits
+    if labels.shape != inputs.model_space.shape:
+        raise GeometryMismatchError(
+            f"The model output grid {labels.shape} differs from its preprocessed input {inputs.model_space.shape}; "
+            "the model must return logits on its input grid."
+        )
+    return _Prediction(target, labels, label_names)
+
+
+def _aggregate(attr: np.ndarray, pred: _Prediction, inputs: common.ModelInput, variant: str, rois: Volume | None,
+               roi_names: Any) -> _Aggregation:
+    """The RoI importance matrices in model space: over the predicted segments always, over the user's RoIs too."""
+    target, names = pred.target, pred.label_names
+    segments = roi_importance(attr, pred.labels, target.names, variant=variant, roi_ids=range(len(names)),
+                              roi_names=names, absent=target.absent, zero_name=names[0])
+    importance = segments
+    if rois is not None:
+        rois_model = resample_to_reference(rois, inputs.model_space, "nearest")
+        input_ids = np.unique(np.rint(np.asarray(rois.array, dtype=np.float64)).astype(np.int64))
+        importance = roi_importance(attr, rois_model.array, target.names, variant=variant, roi_ids=input_ids,
+                                    roi_names=_roi_name_map(roi_names), absent=target.absent)
+    ratios = context_ratios(segments) if variant != "mean" else {}
+    return _Aggregation(importance, segments, ratios)
+
+
+def _centroids(roi_input: Volume, labels_input: Volume, importance: RoIImportance, target: Any) -> dict:
+    """RoI centroids (RAS mm) for the graph; classes that are not RoIs sit at their predicted segment's centroid."""
+    from .roi_graph import label_centroids_mm
+
+    try:
+        centroids = label_centroids_mm(roi_input, dict(zip(importance.roi_ids, importance.roi_names)))
+        own = {c: n for c, n in zip(target.classes, target.names) if n not in centroids}
+        if own:
+            centroids.update(label_centroids_mm(labels_input, own))
+    except Exception:  # noqa: BLE001 - positions are cosmetic; the graph is drawn with a layout instead
+        centroids = {}
+    return centroids
+
+
+def _agg2exp_provenance(target: Any, reduction: str, variant: str, rois: Volume | None, label_names: list[str],
+                        graph_top_k: int | None, graph_threshold: float | None) -> dict[str, Any]:
+    """The Agg2Exp entries of the provenance (the shared ones come from :func:`run_provenance`)."""
+    return {
+        "classes": list(target.names),
+        "class_indices": [int(c) for c in target.classes],
+        "target": {"definition": "sum over the clean prediction's class mask of the class logits (Agg2Exp f_c)",
+                   "reduction": reduction},
+        "variant": variant,
+        "rois": "user label map" if rois is not None else "predicted segments",
+        "matrix_space": "model space (preprocessed grid)",
+        "label_names": label_names,
+        "graph": {"top_k": graph_top_k, "threshold": graph_threshold},
+    }
+
+
+# ---- the pipeline --------------------------------------------------------------------------------------------------
 def explain_volume(
     volume: Volume,
     model: Any,
@@ -172,8 +177,8 @@ def explain_volume(
     method_params: dict | None = None,
     metrics: bool | dict = False,
     device: "str | None" = None,
-    progress: Callable | None = None,
-    cancel: Any = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
     *,
     variant: str = "absolute",
     seed: int = 0,
@@ -191,174 +196,73 @@ def explain_volume(
     ``metrics`` = True (or a dict of metric options) adds faithfulness, sensitivity and complexity.
     The input volume is never modified.
     """
-    import torch
-
-    from ..attribution import ClassAggregate
-    from ..device import resolve_device
-    from .roi_graph import importance_graph, label_centroids_mm
-    from ..attribution.registry import call_method, get_method
-    from ..metrics import evaluate_attributions
-
-    if not isinstance(volume, Volume):
-        raise InvalidVolumeError(f"explain_volume needs a Volume, got {type(volume).__name__}; use read_volume().")
-    if rois is not None:
-        if not isinstance(rois, Volume):
-            raise InvalidVolumeError(f"rois must be a Volume label map, got {type(rois).__name__}.")
-        require_same_grid(volume, rois, "RoI map")
-    if roi_names is not None and rois is None:
-        from ..errors import XAIExplainerError
-
-        raise XAIExplainerError("roi_names name the labels of an RoI map; pass rois as well (the predicted segments "
-                                "are named by the model's label names).")
-    spec = get_method(method)
+    common.require_volume(volume)
+    _check_rois(volume, rois, roi_names)
+    spec = common.resolve_method(method)
     method_name = spec.name
     params = dict(method_params or {})
     spec.validate(params)  # a wrong option fails before any model evaluation
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    report = progress or (lambda fraction, message: None)
-    attr_span = (0.1, 0.6 if metrics else 0.85)  # share of the progress bar the attribution method fills
-
-    def method_progress(fraction: float, message: str) -> None:
-        report(attr_span[0] + (attr_span[1] - attr_span[0]) * float(fraction), message)
-
-    dev = _model_device(model)
-    if device is not None and str(device).lower() != "auto" and resolve_device(device) != dev:
-        from ..errors import DeviceError
-
-        raise DeviceError(
-            f"The model was loaded on {dev} but device '{device}' was requested; load the model with "
-            f"SegmentationModel.load(path, device='{device}') so that weights and inputs share one device."
-        )
-    t = time.perf_counter()
-    report(0.0, "preprocessing")
-    model_space = model.preprocess(volume)
-    x = model.to_tensor(model_space).to(dev)
-    timings["preprocess_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    report(0.05, "predicting")
-    with torch.no_grad():
-        logits = model.logits(x)
-    label_names = [str(n) for n in model.label_names]
-    target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
-    to_array = getattr(model, "to_array", None) or (lambda t: t.detach().float().cpu().numpy())
-    labels_model = to_array(logits[0].argmax(0).to(torch.uint8)).astype(np.uint8)  # (z, y, x)
-    inputs = {}  # what the method's spec says it needs from the pipeline
-    if "label_map" in spec.needs:
-        # semantic supervoxels = the clean prediction, which is already here: saves the method a forward pass
-        inputs["label_map"] = logits[0].argmax(0).cpu()
-    del logits
-    timings["prediction_s"] = time.perf_counter() - t
-    if labels_model.shape != model_space.shape:
-        raise GeometryMismatchError(
-            f"The model output grid {labels_model.shape} differs from its preprocessed input {model_space.shape}; "
-            "the model must return logits on its input grid."
-        )
-
-    t = time.perf_counter()
-    result = call_method(spec, model.logits, x, target, params, device=dev, batch_size=batch_size,
-                         progress=method_progress, cancel=cancel, seed=seed, **inputs)
-    timings["attribution_s"] = time.perf_counter() - t
-    attr = to_array(result.attributions).astype(np.float32)  # (K, z, y, x): the tensor's axes in volume order
-
-    # --- aggregation in model space ---
-    report(attr_span[1], "aggregating over RoIs")
-    t = time.perf_counter()
-    seg_imp = roi_importance(attr, labels_model, target.names, variant=variant, roi_ids=range(len(label_names)),
-                             roi_names=label_names, absent=target.absent, zero_name=label_names[0])
-    if rois is not None:
-        names_map = _roi_name_map(roi_names)
-        rois_model = resample_to_reference(rois, model_space, "nearest")
-        input_ids = np.unique(np.rint(np.asarray(rois.array, dtype=np.float64)).astype(np.int64))
-        importance = roi_importance(attr, rois_model.array, target.names, variant=variant, roi_ids=input_ids,
-                                    roi_names=names_map, absent=target.absent)
-        roi_input = rois
-    else:
-        importance = seg_imp
-        roi_input = None
-    ratios = context_ratios(seg_imp) if variant != "mean" else {}
-    timings["aggregation_s"] = time.perf_counter() - t
-
-    # --- back to the input grid for viewing ---
-    t = time.perf_counter()
-    labels_input = model.to_input_grid(model_space.with_array(labels_model), volume, interpolator="nearest")
-    labels_input = labels_input.with_array(np.asarray(labels_input.array).astype(np.uint8))
-    if roi_input is None:
-        roi_input = labels_input
-    heatmaps: dict[str, Volume] = {}
-    for k, name in enumerate(target.names):
-        heat = model.to_input_grid(model_space.with_array(attr[k]), volume, interpolator="linear")
-        heatmaps[name] = heat.with_array(np.asarray(heat.array, dtype=np.float32), attribution_of=name,
-                                         method=method_name)
-    timings["resample_s"] = time.perf_counter() - t
-
-    names_by_id = dict(zip(importance.roi_ids, importance.roi_names))
-    try:
-        centroids = label_centroids_mm(roi_input, names_by_id)
-        # classes that are not RoIs (atlas RoIs given) sit at the centroid of their predicted segment
-        own = {c: n for c, n in zip(target.classes, target.names) if n not in centroids}
-        if own:
-            centroids.update(label_centroids_mm(labels_input, own))
-    except Exception:  # noqa: BLE001 - positions are cosmetic; the graph is drawn with a layout instead
-        centroids = {}
-    graph = importance_graph(importance, top_k=graph_top_k, threshold=graph_threshold, centroids_mm=centroids)
-
-    metric_values = None
-    if metrics:
-        t = time.perf_counter()
-        report(0.65, "quality metrics (faithfulness, sensitivity, complexity)")
-        opts = metrics if isinstance(metrics, dict) else {}
-        metric_values = evaluate_attributions(model.logits, x, target, spec, result, method_params=params,
-                                              method_inputs=inputs, seed=seed, batch_size=batch_size,
-                                              cancel=cancel, **opts)
-        timings["metrics_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_all
+    method_inputs: dict[str, Any] = {}  # what the spec says it needs from the pipeline
+    timings = common.Timings()
+    report = progress or silent
+    attr_end = 0.6 if metrics else 0.85  # share of the progress bar the attribution method fills (from 0.1)
+    with timings.measure("total_s"):
+        inputs = common.prepare_input(volume, model, device, report, timings)
+        with timings.measure("prediction_s"):
+            report(0.05, "predicting")
+            pred = _predict(model, inputs, classes, reduction, spec, method_inputs)
+        result, attr = common.run_method(spec, model, inputs, pred.target, params, method_inputs,
+                                         batch_size=batch_size, progress=sub_progress(report, 0.1, attr_end),
+                                         cancel=cancel, seed=seed,
+                                         timings=timings)
+        report(attr_end, "aggregating over RoIs")
+        with timings.measure("aggregation_s"):
+            agg = _aggregate(attr, pred, inputs, variant, rois, roi_names)
+        with timings.measure("resample_s"):
+            labels_input = common.to_input_grid(model, inputs, pred.labels, "nearest", np.uint8)
+            heatmaps = {name: common.to_input_grid(model, inputs, attr[k], "linear", np.float32,
+                                                   attribution_of=name, method=method_name)
+                        for k, name in enumerate(pred.target.names)}
+        roi_input = rois if rois is not None else labels_input
+        graph = _graph(agg.importance, roi_input, labels_input, pred.target, graph_top_k, graph_threshold)
+        metric_values = _metrics(metrics, model, inputs, pred.target, spec, result, params, method_inputs, seed,
+                                 batch_size, cancel, report, timings)
     report(1.0, "done")
-
-    provenance = {
-        "method": method_name,
-        "params": result.params if getattr(result, "params", None) else
-        {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
-        "seed": getattr(result, "seed", seed),
-        "n_model_evaluations": int(getattr(result, "n_model_evaluations", 0)),
-        "attribution_seconds": float(getattr(result, "seconds", timings["attribution_s"])),
-        "classes": list(target.names),
-        "class_indices": [int(c) for c in target.classes],
-        "target": {"definition": "sum over the clean prediction's class mask of the class logits (Agg2Exp f_c)",
-                   "reduction": reduction},
-        "variant": variant,
-        "rois": "user label map" if rois is not None else "predicted segments",
-        "matrix_space": "model space (preprocessed grid)",
-        "model_grid": {"shape_zyx": list(model_space.shape), "spacing_xyz": list(model_space.spacing)},
-        "input": {"shape_zyx": list(volume.shape), "spacing_xyz": list(volume.spacing),
-                  "source": str(volume.metadata.get("source", ""))},
-        "model": model_fingerprint(model),
-        "label_names": label_names,
-        "device": str(dev),
-        "versions": _versions(),
-        "timings": timings,
-        "graph": {"top_k": graph_top_k, "threshold": graph_threshold},
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    provenance = run_provenance(
+        method=method_name, result=result, params=params, seed=seed, volume=volume, model_space=inputs.model_space,
+        model=model, device=inputs.device, timings=timings,
+        product=_agg2exp_provenance(pred.target, reduction, variant, rois, pred.label_names, graph_top_k,
+                                    graph_threshold))
     return Explanation(
-        image=volume,
-        labels=labels_input,
-        class_names=list(target.names),
-        attributions=heatmaps,
-        roi_labels=roi_input,
-        roi_names=list(importance.roi_names),
-        matrix=importance.matrix,
-        variant=variant,
-        graph=graph,
-        absent_classes=list(target.absent),
-        importance=importance,
-        segment_importance=seg_imp,
-        context_ratio=ratios,
-        label_names=label_names,
-        metrics=metric_values,
-        provenance=provenance,
+        image=volume, labels=labels_input, class_names=list(pred.target.names), attributions=heatmaps,
+        roi_labels=roi_input, roi_names=list(agg.importance.roi_names), matrix=agg.importance.matrix,
+        variant=variant, graph=graph, absent_classes=list(pred.target.absent), importance=agg.importance,
+        segment_importance=agg.segment_importance, context_ratio=agg.context_ratio, label_names=pred.label_names,
+        metrics=metric_values, provenance=provenance,
     )
+
+
+def _graph(importance: RoIImportance, roi_input: Volume, labels_input: Volume, target: Any, top_k: int | None,
+           threshold: float | None):
+    from .roi_graph import importance_graph
+
+    centroids = _centroids(roi_input, labels_input, importance, target)
+    return importance_graph(importance, top_k=top_k, threshold=threshold, centroids_mm=centroids)
+
+
+def _metrics(metrics: bool | dict, model: Any, inputs: common.ModelInput, target: Any, spec: Any, result: Any,
+             params: dict, method_inputs: dict, seed: int, batch_size: int | None, cancel: Any, report: ProgressCallback,
+             timings: common.Timings) -> dict | None:
+    """Faithfulness, sensitivity and complexity of the attributions, when asked for (``metrics`` = True or options)."""
+    if not metrics:
+        return None
+    from ..metrics import evaluate_attributions
+
+    with timings.measure("metrics_s"):
+        report(0.65, "quality metrics (faithfulness, sensitivity, complexity)")
+        options = metrics if isinstance(metrics, dict) else {}
+        return evaluate_attributions(common.model_forward(model), inputs.x, target, spec, result, method_params=params,
+                                     method_inputs=method_inputs, seed=seed, batch_size=batch_size, cancel=cancel, **options)
 
 
 # ---- saving ------------------------------------------------------------------------------------------------------
@@ -395,10 +299,39 @@ provenance.json
 """
 
 
+def _readme_text(expl: Explanation) -> str:
+    """README.txt of a saved folder, with the graph's edge rule spelled out from the provenance."""
+    graph_cfg = expl.provenance.get("graph", {})
+    rule = []
+    if graph_cfg.get("threshold") is not None:
+        rule.append(f"the smallest edge set reaching {graph_cfg['threshold']:.0%} of the row mass")
+    if graph_cfg.get("top_k") is not None:
+        rule.append(f"at most the {graph_cfg['top_k']} strongest edges")
+    return _README.format(method=expl.provenance.get("method", "?"), variant=expl.variant,
+                          graph_rule=" and ".join(rule) or "all non-zero edges")
+
+
+def _write_figures(expl: Explanation, folder: Path) -> None:
+    """matrix.png, graph.png and one slice figure per class (heatmap over the image, segment outlined)."""
+    from ..figures import attribution_slices, draw_graph, matrix_heatmap
+
+    method = expl.provenance.get("method", "")
+    matrix_heatmap(expl.matrix, expl.class_names, expl.roi_names, folder / "matrix.png",
+                   title=f"Local RoI importance ({expl.variant}, {method})")
+    draw_graph(expl.graph, folder / "graph.png")
+    (folder / "slices").mkdir()
+    image = np.asarray(expl.image.array, dtype=np.float32)
+    for k, name in enumerate(expl.class_names):
+        label_id = expl.label_names.index(name) if name in expl.label_names else None
+        note = " (absent from the prediction)" if name in expl.absent_classes else ""
+        attribution_slices(image, expl.attributions[name].array, expl.labels.array, label_id,
+                           folder / "slices" / f"slices_{k}_{safe_name(name)}.png", expl.image.spacing,
+                           title=f"{name}{note}: {method} attribution")
+
+
 def save_explanation(expl: Explanation, out_dir: str | os.PathLike[str], overwrite: bool = False,
                      figures: bool = True) -> Path:
     """Write every output of an explanation into ``out_dir`` (atomically: all files or none)."""
-    from ..figures import attribution_slices, draw_graph, matrix_heatmap
     from .roi_graph import write_graph
 
     with atomic_output_folder(out_dir, overwrite=overwrite) as tmp:
@@ -412,30 +345,12 @@ def save_explanation(expl: Explanation, out_dir: str | os.PathLike[str], overwri
         payload["context_ratio"] = expl.context_ratio
         if expl.importance is not expl.segment_importance:
             payload["segment_matrix"] = expl.segment_importance.to_dict()
-        (tmp / "matrix.json").write_text(json.dumps(payload, indent=2))
+        write_json(tmp / "matrix.json", payload)
         write_graph(expl.graph, tmp, "graph")
         if expl.metrics is not None:
-            (tmp / "metrics.json").write_text(json.dumps(expl.metrics, indent=2))
-        (tmp / "provenance.json").write_text(json.dumps(expl.provenance, indent=2, default=str))
-        graph_cfg = expl.provenance.get("graph", {})
-        rule = []
-        if graph_cfg.get("threshold") is not None:
-            rule.append(f"the smallest edge set reaching {graph_cfg['threshold']:.0%} of the row mass")
-        if graph_cfg.get("top_k") is not None:
-            rule.append(f"at most the {graph_cfg['top_k']} strongest edges")
-        (tmp / "README.txt").write_text(_README.format(
-            method=expl.provenance.get("method", "?"), variant=expl.variant,
-            graph_rule=" and ".join(rule) or "all non-zero edges"))
+            write_json(tmp / "metrics.json", expl.metrics)
+        write_json(tmp / "provenance.json", expl.provenance)
+        (tmp / "README.txt").write_text(_readme_text(expl))
         if figures:
-            matrix_heatmap(expl.matrix, expl.class_names, expl.roi_names, tmp / "matrix.png",
-                           title=f"Local RoI importance ({expl.variant}, {expl.provenance.get('method', '')})")
-            draw_graph(expl.graph, tmp / "graph.png")
-            (tmp / "slices").mkdir()
-            image = np.asarray(expl.image.array, dtype=np.float32)
-            for k, name in enumerate(expl.class_names):
-                label_id = expl.label_names.index(name) if name in expl.label_names else None
-                note = " (absent from the prediction)" if name in expl.absent_classes else ""
-                attribution_slices(image, expl.attributions[name].array, expl.labels.array, label_id,
-                                   tmp / "slices" / f"slices_{k}_{safe_name(name)}.png", expl.image.spacing,
-                                   title=f"{name}{note}: {expl.provenance.get('method', '')} attribution")
+            _write_figures(expl, tmp)
     return Path(out_dir)

@@ -7,47 +7,16 @@ is not part of the folder; pass it as ``image`` when the caller has it.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
+from .roi_graph import graph_from_dict
 from .roi_importance import RoIImportance
 from ..errors import VolumeReadError
-from ..volume import Volume, read_volume
+from ..io import read_json, read_result_volume, safe_name
+from ..volume import Volume
 
 __all__ = ["graph_from_dict", "load_explanation"]
-
-
-def graph_from_dict(data: dict[str, Any]):
-    """Inverse of :func:`XAIExplainerLib.pipelines.roi_graph.graph_to_dict`: a ``networkx.DiGraph`` with the same attributes."""
-    import networkx as nx
-
-    g = nx.DiGraph(**dict(data.get("graph", {})))
-    for node in data.get("nodes", []):
-        attrs = dict(node)
-        g.add_node(attrs.pop("id"), **attrs)
-    for edge in data.get("edges", []):
-        attrs = dict(edge)
-        g.add_edge(attrs.pop("source"), attrs.pop("target"), **attrs)
-    return g
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VolumeReadError(f"'{path.parent}' has no {path.name}; pass a folder written by "
-                              "`xai-explainer explain` (or save_explanation).") from None
-    except json.JSONDecodeError as exc:
-        raise VolumeReadError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the folder is damaged.") \
-            from None
-
-
-def _volume(path: Path) -> Volume:
-    if not path.is_file():
-        raise VolumeReadError(f"'{path.parent}' has no {path.name}; pass a complete explanation folder.")
-    return read_volume(path)
 
 
 def load_explanation(folder: str | os.PathLike[str], image: Volume | None = None):
@@ -57,13 +26,13 @@ def load_explanation(folder: str | os.PathLike[str], image: Volume | None = None
     ``graph.json`` and names, method and parameters from ``provenance.json``. ``image`` (the explained input,
     which the folder does not store) is kept as given, ``None`` by default.
     """
-    from .agg2exp import Explanation, safe_name
+    from .agg2exp import Explanation
 
     root = Path(folder)
     if not root.is_dir():
         raise VolumeReadError(f"No explanation folder at '{root}'.")
-    provenance = _json(root / "provenance.json")
-    payload = _json(root / "matrix.json")
+    provenance = read_json(root / "provenance.json")
+    payload = read_json(root / "matrix.json")
     importance = RoIImportance.from_dict(payload)
     segment_importance = (RoIImportance.from_dict(payload["segment_matrix"]) if "segment_matrix" in payload
                           else importance)
@@ -71,24 +40,24 @@ def load_explanation(folder: str | os.PathLike[str], image: Volume | None = None
     if class_names != list(importance.class_names):
         raise VolumeReadError(f"provenance.json lists classes {class_names} but matrix.json has rows "
                               f"{importance.class_names}; the folder mixes two explanations.")
-    heatmaps = {name: _volume(root / "heatmaps" / f"attribution_{k}_{safe_name(name)}.nii.gz")
+    heatmaps = {name: read_result_volume(root / "heatmaps" / f"attribution_{k}_{safe_name(name)}.nii.gz")
                 for k, name in enumerate(class_names)}
     metrics_path = root / "metrics.json"
     return Explanation(
         image=image,
-        labels=_volume(root / "labels.nii.gz"),
+        labels=read_result_volume(root / "labels.nii.gz"),
         class_names=class_names,
         attributions=heatmaps,
-        roi_labels=_volume(root / "rois.nii.gz"),
+        roi_labels=read_result_volume(root / "rois.nii.gz"),
         roi_names=list(importance.roi_names),
         matrix=importance.matrix,
         variant=importance.variant,
-        graph=graph_from_dict(_json(root / "graph.json")),
+        graph=graph_from_dict(read_json(root / "graph.json")),
         absent_classes=list(importance.absent),
         importance=importance,
         segment_importance=segment_importance,
         context_ratio={str(k): float(v) for k, v in payload.get("context_ratio", {}).items()},
         label_names=[str(n) for n in provenance.get("label_names", [])],
-        metrics=_json(metrics_path) if metrics_path.is_file() else None,
+        metrics=read_json(metrics_path) if metrics_path.is_file() else None,
         provenance=provenance,
     )

@@ -9,7 +9,6 @@ attention over many RoIs honest, where top-k would cut it off arbitrarily).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .roi_importance import RoIImportance
+from ..io import write_json
 
 
 def select_edges(row: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> list[int]:
@@ -88,6 +88,20 @@ def graph_to_dict(g) -> dict[str, Any]:
     }
 
 
+def graph_from_dict(data: dict[str, Any]):
+    """Inverse of :func:`graph_to_dict`: a ``networkx.DiGraph`` with the same attributes."""
+    import networkx as nx
+
+    g = nx.DiGraph(**dict(data.get("graph", {})))
+    for node in data.get("nodes", []):
+        attrs = dict(node)
+        g.add_node(attrs.pop("id"), **attrs)
+    for edge in data.get("edges", []):
+        attrs = dict(edge)
+        g.add_edge(attrs.pop("source"), attrs.pop("target"), **attrs)
+    return g
+
+
 def write_graph(g, folder: str | os.PathLike[str], stem: str = "graph") -> dict[str, Path]:
     """Write ``<stem>.json`` and ``<stem>.graphml`` (readable by networkx, Gephi, Cytoscape) into ``folder``."""
     import networkx as nx
@@ -95,7 +109,7 @@ def write_graph(g, folder: str | os.PathLike[str], stem: str = "graph") -> dict[
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / f"{stem}.json"
-    json_path.write_text(json.dumps(graph_to_dict(g), indent=2))
+    write_json(json_path, graph_to_dict(g))
     graphml_path = folder / f"{stem}.graphml"
     nx.write_graphml(g, graphml_path)
     return {"json": json_path, "graphml": graphml_path}

@@ -134,24 +134,9 @@ def default_roi_names(roi_ids: Sequence[int], names: "Mapping[int, str] | Sequen
     return out
 
 
-def roi_importance(
-    attributions: np.ndarray,
-    roi_labels: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    variant: str = "absolute",
-    roi_ids: Sequence[int] | None = None,
-    roi_names: "Mapping[int, str] | Sequence[str] | None" = None,
-    absent: Sequence[str] = (),
-    zero_name: str = "unlabelled",
-) -> RoIImportance:
-    """Local RoI importance of ``attributions`` (K, D, H, W) over the label map ``roi_labels`` (D, H, W).
-
-    Both must lie on the *same* voxel grid: attribution mass is measured where it was computed (resampling a
-    heatmap changes voxel volumes and smears mass across RoI borders). ``roi_ids`` adds RoIs that may be missing
-    from this scan (their column is 0) so that matrices of a cohort share columns; ids found in the map but not
-    listed are still added. ``absent`` names classes that the prediction lacks; their rows are set to 0.
-    """
+def _checked_inputs(attributions: np.ndarray, roi_labels: np.ndarray, class_names: Sequence[str], variant: str,
+                    absent: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``(attributions (K, D, H, W), class names, integer label map)`` after every check that names what is wrong."""
     if variant not in VARIANTS:
         raise ValueError(f"Unknown RoI importance variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     a = np.asarray(attributions)
@@ -173,20 +158,15 @@ def roi_importance(
         )
     if not np.all(np.isfinite(a)):
         raise InvalidVolumeError("The attribution maps contain NaN or Inf values; the method failed numerically.")
+    return a, names, labels
 
-    ids = np.unique(labels)
-    if roi_ids is not None:
-        ids = np.union1d(ids, np.asarray(list(roi_ids), dtype=np.int64))
-    if 0 not in ids:  # the "outside every RoI" column exists even when empty, so rows always sum to 1
-        ids = np.union1d(ids, [0])
-    column = np.searchsorted(ids, labels.ravel())
-    n_roi = len(ids)
-    voxels = np.bincount(column, minlength=n_roi).astype(np.int64)
 
-    flat = a.reshape(a.shape[0], -1).astype(np.float64, copy=False)
-    matrix = np.zeros((a.shape[0], n_roi))
-    mass = np.zeros(a.shape[0])
-    for k in range(a.shape[0]):
+def _row_shares(flat: np.ndarray, column: np.ndarray, voxels: np.ndarray, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(matrix, mass)``: each class's share of attribution mass per RoI column (per-voxel mean for ``mean``)."""
+    n_roi = len(voxels)
+    matrix = np.zeros((flat.shape[0], n_roi))
+    mass = np.zeros(flat.shape[0])
+    for k in range(flat.shape[0]):
         row = flat[k]
         if variant == "absolute":
             weights = np.abs(row)
@@ -202,6 +182,36 @@ def roi_importance(
             matrix[k] = np.divide(sums, voxels, out=np.zeros(n_roi), where=voxels > 0)
         elif mass[k] > 0:
             matrix[k] = sums / mass[k]
+    return matrix, mass
+
+
+def roi_importance(
+    attributions: np.ndarray,
+    roi_labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    variant: str = "absolute",
+    roi_ids: Sequence[int] | None = None,
+    roi_names: "Mapping[int, str] | Sequence[str] | None" = None,
+    absent: Sequence[str] = (),
+    zero_name: str = "unlabelled",
+) -> RoIImportance:
+    """Local RoI importance of ``attributions`` (K, D, H, W) over the label map ``roi_labels`` (D, H, W).
+
+    Both must lie on the *same* voxel grid: attribution mass is measured where it was computed (resampling a
+    heatmap changes voxel volumes and smears mass across RoI borders). ``roi_ids`` adds RoIs that may be missing
+    from this scan (their column is 0) so that matrices of a cohort share columns; ids found in the map but not
+    listed are still added. ``absent`` names classes that the prediction lacks; their rows are set to 0.
+    """
+    a, names, labels = _checked_inputs(attributions, roi_labels, class_names, variant, absent)
+    ids = np.unique(labels)
+    if roi_ids is not None:
+        ids = np.union1d(ids, np.asarray(list(roi_ids), dtype=np.int64))
+    if 0 not in ids:  # the "outside every RoI" column exists even when empty, so rows always sum to 1
+        ids = np.union1d(ids, [0])
+    column = np.searchsorted(ids, labels.ravel())
+    voxels = np.bincount(column, minlength=len(ids)).astype(np.int64)
+    matrix, mass = _row_shares(a.reshape(a.shape[0], -1).astype(np.float64, copy=False), column, voxels, variant)
     absent_set = set(absent)
     for k, name in enumerate(names):
         if name in absent_set:
