@@ -177,3 +177,33 @@ def test_torch_absent_goes_through_the_pytorch_extension_with_the_version_range(
     with pytest.raises(InstallDeclinedError):
         install.ensure_dependencies(lambda args: None, install_torch=lambda req: asked.append(req))
     assert asked == [install.torch_requirement()] and asked[0].startswith(">=")
+
+
+def test_slicer_owned_numpy_is_never_pip_installed(monkeypatch):
+    real = install.installed_version
+    monkeypatch.setattr(install, "installed_version", lambda name: "1.20.0" if name == "numpy" else real(name))
+    called = []
+    with pytest.raises(DependencyError, match=r"ships numpy 1\.20\.0, but XAIExplainer needs numpy>="):
+        install.ensure_dependencies(lambda args: called.append(args), confirm=lambda m: True)
+    assert called == []
+
+
+def test_windows_launch_hides_the_console_and_gets_its_own_group(monkeypatch):
+    """The flags slicer.util.launchConsoleProcess uses (checked with Windows' constants, simulated on POSIX)."""
+    import subprocess
+
+    from XAIExplainerLib import background
+
+    class StartupInfo:
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1
+
+    for name, value in (("STARTUPINFO", StartupInfo), ("STARTF_USESHOWWINDOW", 1),
+                        ("CREATE_NEW_PROCESS_GROUP", 0x200), ("CREATE_NO_WINDOW", 0x08000000)):
+        monkeypatch.setattr(subprocess, name, value, raising=False)
+    monkeypatch.setattr(background.os, "name", "nt")
+    options = background._popen_platform_options()
+    assert options["creationflags"] == 0x200 | 0x08000000
+    assert options["startupinfo"].dwFlags & 1 and options["startupinfo"].wShowWindow == 0
+    monkeypatch.setattr(background.os, "name", "posix")
+    assert background._popen_platform_options() == {"start_new_session": True}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as metadata
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Callable, Sequence
 from .errors import DependencyError, InstallDeclinedError
 
 __all__ = ["REQUIREMENTS_FILE", "PINNED_DISTRIBUTIONS", "Requirement", "runtime_requirements", "missing_requirements",
-           "constraints_text", "torch_requirement", "check_torch_version", "ensure_dependencies"]
+           "constraints_text", "torch_requirement", "check_torch_version", "check_host_packages",
+           "ensure_dependencies"]
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 #: Distributions that belong to the host application (Slicer / its PyTorch extension): pinned, never upgraded.
@@ -107,6 +109,26 @@ def check_torch_version(version: str, requirement: str | None = None) -> None:
             f"uninstall PyTorch and install a newer version (or update the PyTorch extension), then restart Slicer.")
 
 
+def check_host_packages(requirements: Sequence[Requirement] | None = None,
+                        host: Sequence[str] = ("numpy", "SimpleITK")) -> None:
+    """Slicer's own numpy and SimpleITK are never pip-installed: refuse clearly when one is outside the range.
+
+    A package shipped without pip metadata but importable is Slicer's build: accepted as it is.
+    """
+    wanted = runtime_requirements() if requirements is None else requirements
+    for req in wanted:
+        if req.name not in host:
+            continue
+        version = installed_version(req.name)
+        if version is None:
+            if importlib.util.find_spec(req.name) is None:
+                raise DependencyError(f"{req.name} is missing from this Python; reinstall 3D Slicer.")
+            continue
+        if not req.is_satisfied_by(version):
+            raise DependencyError(f"This Slicer ships {req.name} {version}, but XAIExplainer needs {req}; "
+                                  "use a newer 3D Slicer release.")
+
+
 def ensure_dependencies(pip_install: Callable[[list[str]], None], confirm: Callable[[str], bool] | None = None,
                         install_torch: Callable[[str], str | None] | None = None,
                         constraints_folder: Path | None = None) -> list[str]:
@@ -125,7 +147,8 @@ def ensure_dependencies(pip_install: Callable[[list[str]], None], confirm: Calla
         if torch_version is None:
             raise InstallDeclinedError("PyTorch was not installed, so nothing can be computed yet.")
     check_torch_version(torch_version)
-    missing = [str(r) for r in missing_requirements()]
+    check_host_packages()
+    missing = [str(r) for r in missing_requirements(skip=PINNED_DISTRIBUTIONS)]
     if not missing:
         return []
     if confirm is not None and not confirm(
