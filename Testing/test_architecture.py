@@ -4,7 +4,8 @@
    a lazy import hides a cycle from Python's import machinery but not from a reader.
 2. Imports point down only, in this layer order (a module may import its own layer and the layers below it)::
 
-      0 foundation   errors, progress, device, _version        no package imports but each other
+      0 foundation   errors, progress, device, _version,       no package imports but each other
+                     install
       1 data         volume, file_integrity                    the Volume type and its I/O (and file size checks)
       2 records      provenance, io, figures, outputs          what results are written with (hashes, files, plots,
                                                                output paths checked before any computation)
@@ -48,7 +49,7 @@ GUI_TOOLKITS = {"slicer", "qt", "vtk", "ctk", "vtkmodules", "PythonQt"}
 
 #: (layer rank, module prefixes relative to the package); longest prefix wins. "" is the package root.
 LAYERS: dict[str, int] = {
-    "errors": 0, "progress": 0, "device": 0, "_version": 0,
+    "errors": 0, "progress": 0, "device": 0, "_version": 0, "install": 0,
     "volume": 1, "file_integrity": 1,
     "provenance": 2, "io": 2, "figures": 2, "outputs": 2,
     "models": 3,

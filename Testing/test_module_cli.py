@@ -101,17 +101,19 @@ def scan(tmp_path_factory):
     return root, ball
 
 
-def test_segment_in_the_background_as_the_module_runs_it(scan, tree_functions):
+def test_segment_in_the_background_as_the_module_runs_it(scan):
     root, ball = scan
     args = python_module_command(sys.executable, "XAIExplainerLib.cli", "segment", "--input", root / "input.nii.gz",
                                  "--model", root / "threshold.ts", "--output", root / "labels.nii.gz",
-                                 "--device", "cpu", "--progress-lines")
+                                 "--device", "cpu", "--progress-lines", "--result-json", root / "result.json")
     command = BackgroundCommand(args, env=ENV).start()
     progress = _run(command)
     assert command.returncode == 0, command.error_text()
     fractions = [f for f, _ in progress]
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
-    assert tree_functions["parseLabelSummary"](command.output) == {0: "background", 1: "dense"}
+    record = json.loads((root / "result.json").read_text())  # what the module reads, not the printed summary
+    assert record == {"command": "segment", "labels": str(root / "labels.nii.gz"),
+                      "label_names": ["background", "dense"], "probabilities": []}
     labels = read_volume(root / "labels.nii.gz")
     assert np.array_equal(labels.array == 1, ball)
 
@@ -121,11 +123,14 @@ def test_explain_folder_reads_back_with_the_known_gradient(scan):
     out = root / "explanation"
     args = python_module_command(sys.executable, "XAIExplainerLib.cli", "explain", "--input", root / "input.nii.gz",
                                  "--model", root / "threshold.ts", "--method", "vanilla_gradient", "--output", out,
-                                 "--classes", "dense", "--device", "cpu", "--graph-threshold", "0.8", "--progress-lines")
+                                 "--classes", "dense", "--device", "cpu", "--graph-threshold", "0.8", "--progress-lines",
+                                 "--result-json", root / "explain.json")
     command = BackgroundCommand(args, env=ENV).start()
     progress = _run(command, timeout=180)
     assert command.returncode == 0, command.error_text()
     assert progress[-1] == (1.0, "done")
+    record = json.loads((root / "explain.json").read_text())
+    assert record == {"command": "explain", "folder": str(out), "class_names": ["dense"], "absent_classes": []}
 
     image = read_volume(root / "input.nii.gz")
     expl = load_explanation(out, image=image)
@@ -152,16 +157,3 @@ def test_load_explanation_names_what_is_missing(tmp_path):
     (tmp_path / "provenance.json").write_text("{}")
     with pytest.raises(VolumeReadError, match="has no matrix.json"):
         load_explanation(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def tree_functions():
-    """The module's pure helpers, executed without Slicer (see test_module_static)."""
-    import ast
-
-    source = (ROOT / "XAIExplainer" / "XAIExplainer.py").read_text()
-    tree = ast.parse(source)
-    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("parseLabelSummary", "parseClasses")]
-    namespace: dict = {}
-    exec(compile(ast.Module(body=wanted, type_ignores=[]), "XAIExplainer.py", "exec"), namespace)
-    return namespace

@@ -57,26 +57,6 @@ def _ui_bindings(ui: ET.Element) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _methods_table(tree: ast.Module) -> dict[str, dict]:
-    """The METHODS dict literal, each MethodSpec(...) call evaluated field by field."""
-    fields = ("label", "description", "samplesLabel", "samplesDefault", "parameters")
-    for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
-                                                                      else None)
-        if isinstance(target, ast.Name) and target.id == "METHODS":
-            table = {}
-            for key, call in zip(node.value.keys, node.value.values):
-                assert isinstance(call, ast.Call) and _names([call.func]) == ["MethodSpec"]
-                spec = dict(zip(fields, (ast.literal_eval(a) for a in call.args)))
-                spec.update({kw.arg: ast.literal_eval(kw.value) for kw in call.keywords})
-                spec.setdefault("samplesLabel", None)
-                spec.setdefault("samplesDefault", None)
-                spec.setdefault("parameters", {})
-                table[ast.literal_eval(key)] = spec
-            return table
-    raise AssertionError("the module defines no METHODS table")
-
-
 def _pure_function(tree: ast.Module, name: str):
     """Execute one module-level function on its own (it must not need slicer/qt)."""
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
@@ -128,7 +108,13 @@ def test_slicer_parameter_names_are_fields_of_the_parameter_node(tree, ui):
     fields = _parameter_fields(tree)
     bindings = _ui_bindings(ui)
     assert not set(bindings) - set(fields), f"unknown SlicerParameterName(s): {sorted(set(bindings) - set(fields))}"
-    assert not set(fields) - set(bindings), f"parameter fields without a widget: {sorted(set(fields) - set(bindings))}"
+    # method, device (menus filled at run time: registry labels, devices present) and the per-method option JSON
+    # are bound by the widget's own code
+    by_code = {"method", "device", "methodOptions"}
+    unbound = set(fields) - set(bindings) - by_code
+    assert not unbound, f"parameter fields without a widget: {sorted(unbound)}"
+    source = ast.unparse(tree)
+    assert all(f"p.{name}" in source or f"parameterNode.{name}" in source for name in by_code)
 
 
 def test_bound_widgets_match_the_field_types_slicer_can_connect(tree, ui):
@@ -203,32 +189,32 @@ def test_library_modules_the_module_imports_at_load_time_stay_light():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# ---- methods table -------------------------------------------------------------------------------------------------
+# ---- method menu ----------------------------------------------------------------------------------------------
 
-def test_methods_table_matches_the_library_and_the_papers_defaults(tree):
+def test_the_module_lists_no_method_names(tree):
+    """The menu comes from the registry; the only method name in the module is the parameter node's default."""
     from XAIExplainerLib.attribution.registry import available_methods
 
-    registry = {s.name: s for s in available_methods("segmentation")}
-    table = _methods_table(tree)
-    assert set(table) == set(registry)  # the module offers every method of the CLI it runs
-    fields = _parameter_fields(tree)
-    for name, spec in table.items():
-        samples = registry[name].option_for_flag("--samples")
-        if spec["samplesLabel"] is None:
-            assert samples is None, f"{name} takes {samples.name} but the module offers no samples field"
-        else:
-            assert samples.default == spec["samplesDefault"], name
-        for keyword, (field, default) in spec["parameters"].items():
-            assert registry[name].option(keyword) is not None, f"{name} has no option '{keyword}'"
-            assert registry[name].option(keyword).default == default, f"{name}.{keyword}: module {default} vs library"
-            assert field in fields, f"{name}.{keyword} is stored in unknown parameter field '{field}'"
-            assert ast.literal_eval(fields[field].value) == default
-    # the papers' defaults, spelled out
-    assert table["smoothgrad"]["samplesDefault"] == 20 and table["smoothgrad"]["parameters"]["noise_level"][1] == 0.1
-    assert table["integrated_gradients"]["samplesDefault"] == 20
-    assert table["kernel_shap_cubes"]["samplesDefault"] == 1000
-    assert table["kernel_shap_cubes"]["parameters"]["n_cubes"][1] == 512
-    assert table["kernel_shap_semantic"]["samplesDefault"] == 200
+    names = {spec.name for spec in available_methods("segmentation")}
+    product = [n for n in tree.body if not (isinstance(n, ast.ClassDef) and n.name == "XAIExplainerTest")]
+    literals = {n.value for part in product for n in ast.walk(part) if isinstance(n, ast.Constant) and n.value in names}
+    assert literals == {ast.literal_eval(_parameter_fields(tree)["method"].value)}  # the default, nothing else
+    assert "METHODS" not in {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                             for t in ([n.target] if isinstance(n, ast.AnnAssign) else n.targets)
+                             if isinstance(t, ast.Name)}
+
+
+def test_parameter_node_observer_never_writes_the_parameter_node(tree):
+    """Loading a scene modifies the parameter node; an observer that reapplied method defaults then overwrote the
+    saved options. Defaults may only follow the user's own choice (the combo box's ``activated`` signal)."""
+    widget = _classes(tree)["XAIExplainerWidget"]
+    observer = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "_onParameterNodeModified")
+    writes = [ast.unparse(t) for n in ast.walk(observer) for t in getattr(n, "targets", [])
+              if isinstance(t, ast.Attribute)]
+    calls = {n.func.attr for n in ast.walk(observer) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert not writes and not calls & {"applyMethodDefaults", "setMethodOption"}, (writes, calls)
+    source = ast.unparse(widget)
+    assert '"activated(int)", self.onMethodActivated' in source.replace("'", '"')
 
 
 # ---- packaging -----------------------------------------------------------------------------------------------------
@@ -249,6 +235,7 @@ def test_extension_index_entry_and_icons():
     entry = json.loads((ROOT / "Resources" / "XAIExplainer.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["category"] and entry["scm_revision"] == "main"
     assert "REPLACE-WITH-OWNER" in entry["scm_url"]  # placeholder until the repository is published
+    assert entry["category"] == "Segmentation"
     from PIL import Image
 
     for icon in (MODULE_DIR / "Resources/Icons/XAIExplainer.png", ROOT / "Resources/Icons/XAIExplainer.png"):
@@ -280,9 +267,15 @@ def test_parse_classes(tree):
     assert parse("left kidney, 3 ,spleen") == ["left kidney", "3", "spleen"]
 
 
-def test_parse_label_summary_reads_the_segment_commands_line(tree, tmp_path, capsys):
-    """The line is produced by the real CLI code path's f-string (run through `segment` in test_module_cli)."""
-    parse = _pure_function(tree, "parseLabelSummary")
-    lines = ["PROGRESS 1.0000 done", f"wrote {tmp_path}/my (scan).nii.gz (labels: 0=background, 1=dense, 4=liver)"]
-    assert parse(lines) == {0: "background", 1: "dense", 4: "liver"}
-    assert parse(["nothing useful"]) == {}
+def test_slicer_start_loads_no_simpleitk_torch_or_monai():
+    """Slicer imports every scripted module at start: the module file and ``import XAIExplainerLib`` must not pull
+    SimpleITK (slow), torch or MONAI. (slicer-core's own ``import slicer`` loads torch, so for the module file only
+    SimpleITK/MONAI are checked; the library import is checked for all three.)"""
+    code = ("import sys; sys.path.insert(0, 'Testing'); import XAIExplainerLib; "
+            "bare = sorted(m for m in ('SimpleITK', 'torch', 'monai') if m in sys.modules); "
+            "import slicer_standins; slicer_standins.load_module(); "
+            "module = sorted(m for m in ('SimpleITK', 'monai') if m in sys.modules); "
+            "print(bare, module); sys.exit(1 if bare or module else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

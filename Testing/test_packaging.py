@@ -164,7 +164,7 @@ def test_top_level_cmakelists_is_a_slicer_extension():
     text = _strip_comments((ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
     for pattern in (
         r"cmake_minimum_required\(VERSION 3\.16\.3", r"project\(XAIExplainer\)",
-        r'set\(EXTENSION_CATEGORY "Explainability"\)', r'set\(EXTENSION_DEPENDS "?PyTorch"?\)',
+        r'set\(EXTENSION_CATEGORY "Segmentation"\)', r'set\(EXTENSION_DEPENDS "?PyTorch"?\)',
         r"find_package\(Slicer REQUIRED\)", r"include\(\$\{Slicer_USE_FILE\}\)",
         r"include\(\$\{Slicer_EXTENSION_GENERATE_CONFIG\}\)", r"include\(\$\{Slicer_EXTENSION_CPACK\}\)",
     ):

@@ -332,3 +332,24 @@ def test_bad_inputs_raise_named_errors(scene_data):
         sb.update_roi_graph(graph, matrix=MATRIX[:1])
     with pytest.raises(InvalidVolumeError, match="integer labels"):
         sb.add_volume_node(scene_data.vols["image"], "not labels", labelmap=True)
+
+
+def test_heatmap_window_rule_is_applied_once(scene_data):
+    """Selecting a heatmap after Explain (show_heatmap without a limit) keeps the 99.5th-percentile window; it used
+    to reset to +-max, 4.4x wider on a real run. A map with a few extreme voxels makes the difference visible."""
+    rng = np.random.default_rng(1)
+    array = rng.normal(size=scene_data.vols["heat"].array.shape).astype(np.float32)
+    array.flat[:3] = 1000.0  # a few extreme gradient voxels
+    heat = scene_data.vols["heat"].with_array(array)
+    explanation = types.SimpleNamespace(
+        image=scene_data.vols["image"], labels=scene_data.vols["labels"], class_names=["left box"],
+        attributions={"left box": heat}, roi_labels=scene_data.vols["labels"], roi_names=ROI_NAMES,
+        matrix=MATRIX[:1], graph=None, provenance={"method": "vanilla_gradient"}, absent_classes=[],
+        label_names=ROI_NAMES)
+    nodes = sb.add_explanation_to_scene(explanation, input_node=scene_data.image)
+    node = nodes["heatmap:left box"]
+    m = float(np.percentile(np.abs(array[array != 0]), 99.5))
+    assert node.GetDisplayNode().GetWindow() == pytest.approx(2 * m, rel=1e-6) and m < 100
+    sb.show_heatmap(node, scene_data.image)  # what selecting it in the module does
+    assert node.GetDisplayNode().GetWindow() == pytest.approx(2 * m, rel=1e-6)
+    assert float(node.GetAttribute(sb.heatmaps.WINDOW_ATTRIBUTE)) == pytest.approx(m)  # saved with the scene

@@ -1,22 +1,19 @@
 """XAIExplainer: segment a volume with a 3D network and explain the segmentation (Agg2Exp) inside 3D Slicer.
 
-The module follows Slicer's scripted-module template: a typed parameter node bound to the ``.ui`` through
-``SlicerParameterName`` properties, a widget that only wires the GUI, and a logic usable from the Python console.
-The heavy work (torch, MONAI) never runs in Slicer's process: the logic starts
-``PythonSlicer -m XAIExplainerLib.cli segment|explain ... --progress-lines`` as a child process, polls its output
-from a ``qt.QTimer`` for the progress bar, and turns the files it writes into MRML nodes with
-``XAIExplainerLib.slicer_bridge``. torch and MONAI are therefore never imported at the top level.
+The module follows Slicer's scripted-module template and holds only the widget, the parameter node and calls:
+installs are :mod:`XAIExplainerLib.install`, MRML import/export is :mod:`XAIExplainerLib.slicer_bridge`, the method
+menu comes from the method registry through the bridge, and the heavy work (torch, MONAI) runs in a child
+``PythonSlicer -m XAIExplainerLib.cli ... --progress-lines --result-json`` process polled from a ``qt.QTimer``.
+Nothing of the library is imported at Slicer start (no SimpleITK, torch or MONAI load while Slicer starts).
 """
 from __future__ import annotations
 
-import csv
-import importlib.util
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -55,59 +52,8 @@ def _libraryParentFolder() -> Path:
 
 
 LIBRARY_FOLDER = _libraryParentFolder()
-
-from XAIExplainerLib.background import BackgroundCommand  # noqa: E402 (needs the path set above; Qt-, torch-free)
-
-
-#
-# Attribution methods: the one table to extend when a method is added
-#
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """How the module offers one attribution method of ``XAIExplainerLib.attribution.ATTRIBUTION_METHODS``.
-
-    ``samplesLabel``/``samplesDefault`` describe the CLI's ``--samples`` option (samples, steps or coalitions;
-    ``None`` when the method has none); ``parameters`` maps a method keyword (sent as ``--param key=value``) to
-    ``(parameter-node field, default)``. Defaults are the ones of the papers the methods come from.
-    """
-
-    label: str
-    description: str
-    samplesLabel: Optional[str] = None
-    samplesDefault: Optional[int] = None
-    parameters: dict = field(default_factory=dict)
-
-
-METHODS: dict[str, MethodSpec] = {
-    "vanilla_gradient": MethodSpec(
-        "Vanilla gradient", "Gradient of the class score with respect to the input (Simonyan et al., 2014)."),
-    "smoothgrad": MethodSpec(
-        "SmoothGrad", "Gradients averaged over noisy copies of the input (Smilkov et al., 2017): n = 20, "
-        "noise sigma = 0.1 of the intensity range.", "Samples", 20, {"noise_level": ("noiseLevel", 0.1)}),
-    "integrated_gradients": MethodSpec(
-        "Integrated Gradients", "Gradients integrated along the path from a zero baseline (Sundararajan et al., "
-        "2017), 20 steps.", "Steps", 20),
-    "kernel_shap_cubes": MethodSpec(
-        "KernelSHAP (cubes)", "Shapley values of a grid of cubic supervoxels (Lundberg & Lee, 2017): 512 cubes, "
-        "1000 coalitions.", "Coalitions", 1000, {"n_cubes": ("nCubes", 512)}),
-    "kernel_shap_semantic": MethodSpec(
-        "KernelSHAP (semantic)", "Shapley values of the predicted segments as supervoxels (Agg2Exp): 200 "
-        "coalitions.", "Coalitions", 200),
-}
-
-#: pip name per importable module, installed on first use. torch comes from the PyTorch extension; numpy, VTK and
-#: SimpleITK belong to Slicer and are pinned (never upgraded or reinstalled) during the install.
-PIP_DEPENDENCIES: dict[str, str] = {
-    "monai": "monai",
-    "skimage": "scikit-image",
-    "sklearn": "scikit-learn",
-    "networkx": "networkx",
-    "matplotlib": "matplotlib",
-    "tqdm": "tqdm",
-}
-SLICER_OWNED_PACKAGES = ("numpy", "SimpleITK", "vtk")
+DOCUMENTATION_URL = "https://github.com/REPLACE-WITH-OWNER/SlicerXAIExplainer#readme"
+DEMO_SAMPLE_NAME = "XAIExplainerDemoT1"
 
 
 def parseClasses(text: str) -> list[str]:
@@ -117,21 +63,6 @@ def parseClasses(text: str) -> list[str]:
         return []
     parts = text.split(",") if "," in text else text.split()
     return [p.strip() for p in parts if p.strip()]
-
-
-def parseLabelSummary(lines: list[str]) -> dict[int, str]:
-    """Label names from the segment command's ``wrote <file> (labels: 0=background, 1=liver)`` line."""
-    for line in reversed(lines):
-        head, sep, tail = line.rpartition("(labels: ")
-        if not sep or not head.startswith("wrote ") or not tail.endswith(")"):
-            continue
-        names: dict[int, str] = {}
-        for item in tail[:-1].split(", "):
-            value, eq, name = item.partition("=")
-            if eq and value.strip().isdigit():
-                names[int(value)] = name
-        return names
-    return {}
 
 
 #
@@ -149,20 +80,37 @@ class XAIExplainer(ScriptedLoadableModule):
         self.parent.title = _("XAI Explainer")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Explainability")]
         self.parent.dependencies = []
-        self.parent.contributors = ["XAIExplainer developers"]
+        self.parent.contributors = ["XAIExplainer developers (XAIExplainer project)"]
         self.parent.helpText = _("""
-Segment a CT or MRI volume with a 3D network (Swin UNETR state dict, MONAI bundle or TorchScript) and explain
-the segmentation with Agg2Exp: voxel attributions (vanilla gradient, SmoothGrad, Integrated Gradients, KernelSHAP)
-of every class, aggregated into a region-of-interest importance matrix and graph.
-Results are heatmap volumes (diverging colours, zero transparent), a volume rendering, a table and chart of the
-RoI importance, and the RoI graph drawn on the anatomy in the 3D view. Every result node carries its provenance
-(method, parameters, seed, model hash) as node attributes.
+Segment a CT or MRI volume with a 3D network (Swin UNETR weights, MONAI bundle or TorchScript) and explain the
+segmentation with Agg2Exp: voxel attributions of every class, aggregated into a region-of-interest importance
+matrix and graph. Press <b>Load demo</b>, then <b>Explain</b>, for a first result.
 The computation runs in a background process: Slicer stays responsive and Cancel stops it.
-""")
+<b>For research only, not for clinical use.</b>
+See the <a href="{url}">documentation</a> for details.
+""").format(url=DOCUMENTATION_URL)
         self.parent.acknowledgementText = _("""
 Agg2Exp aggregates voxel attributions over regions of interest to explain 3D segmentation networks.
-Built on MONAI, PyTorch, SimpleITK and 3D Slicer; the Slicer module follows Slicer's scripted module template.
+Built on MONAI, PyTorch, SimpleITK and 3D Slicer. The demo T1 is the Colin27 template as distributed with MRIcron
+(Copyright 2006-2010 Chris Rorden, BSD-3-clause).
 """)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Offer the demo T1 in the Sample Data module, as Slicer's extension template does."""
+    import SampleData
+
+    folder = LIBRARY_FOLDER / "XAIExplainerLib" / "Resources" / "DemoData"
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="XAIExplainer",
+        sampleName=DEMO_SAMPLE_NAME,
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "XAIExplainer.png"),
+        uris=(folder / "Colin27_T1_3mm.nii.gz").as_uri(),
+        fileNames="Colin27_T1_3mm.nii.gz",
+        nodeNames="Colin27 T1 (XAIExplainer demo)",
+        loadFileType="VolumeFile",
+    )
 
 
 #
@@ -176,9 +124,9 @@ class XAIExplainerParameterNode:
 
     inputVolume - the volume to segment / explain (never modified).
     modelPath - weights (.pt + JSON), MONAI bundle folder or TorchScript file.
-    device - where the network runs.
+    device - where the network runs ("auto", "cpu", "cuda:N", "mps"; the menu lists what is present).
     outputSegmentation - where the Segment button puts its result (a new node when empty).
-    method, nSamples, noiseLevel, nCubes, seed - the attribution method and its parameters (see METHODS).
+    method - registry name of the attribution method; methodOptions - JSON {method: {option: value}}.
     classes - class names or indices to explain (empty: every class of the model).
     roiSegmentation - regions for the importance matrix (atlas, ground truth); empty: the predicted segments.
     variant - which attribution mass the matrix counts.
@@ -189,13 +137,11 @@ class XAIExplainerParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     modelPath: Path
-    device: Annotated[str, Choice(["auto", "cpu", "cuda:0"])] = "auto"
+    device: str = "auto"
     outputSegmentation: vtkMRMLSegmentationNode
-    method: Annotated[str, Choice(list(METHODS))] = "smoothgrad"
+    method: str = "smoothgrad"
+    methodOptions: str = "{}"
     classes: str = ""
-    nSamples: Annotated[int, WithinRange(1, 100000)] = 20
-    noiseLevel: Annotated[float, WithinRange(0.0, 1.0), Decimals(3)] = 0.1
-    nCubes: Annotated[int, WithinRange(8, 100000)] = 512
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     roiSegmentation: vtkMRMLSegmentationNode
     variant: Annotated[str, Choice(["absolute", "positive", "negative", "mean"])] = "absolute"
@@ -221,8 +167,9 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._lastMethod = None
         self._results: Optional[dict] = None
+        self._optionWidgets: dict[str, Any] = {}
+        self._shownMethod: Optional[str] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -238,6 +185,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.ui.loadDemoButton.connect("clicked(bool)", self.onLoadDemoButton)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.explainButton.connect("clicked(bool)", self.onExplainButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
@@ -245,13 +193,29 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.graphThresholdSliderWidget.connect("valueChanged(double)", self.onGraphSettingsChanged)
         self.ui.heatmapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapSelected)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.showChartButton.connect("clicked(bool)", self.onShowChartButton)
+        # "activated" fires only for the user's choice, never when a loaded scene sets the parameter node: a
+        # reloaded scene keeps its saved options instead of getting the new method's defaults.
+        self.ui.methodComboBox.connect("activated(int)", self.onMethodActivated)
+        self.ui.deviceComboBox.connect("activated(int)", self.onDeviceActivated)
         # only heatmaps (tagged by the bridge's provenance) are offered in the Results section
         self.ui.heatmapSelector.addAttribute("vtkMRMLScalarVolumeNode", "XAIExplainer.result", "heatmap")
         self.ui.progressBar.setRange(0, 1000)
         self.ui.progressBar.setValue(0)
         self.ui.cancelButton.enabled = False
+        self._fillMenus()
 
         self.initializeParameterNode()
+
+    def _fillMenus(self) -> None:
+        """Method labels from the registry (name kept as item data) and the compute devices actually present."""
+        self.ui.methodComboBox.clear()
+        for spec in self.logic.methodMenu():
+            self.ui.methodComboBox.addItem(spec.label, spec.name)
+            self.ui.methodComboBox.setItemData(self.ui.methodComboBox.count - 1, spec.description, qt.Qt.ToolTipRole)
+        self.ui.deviceComboBox.clear()
+        for device, label in self.logic.computeDevices():
+            self.ui.deviceComboBox.addItem(label, device)
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
@@ -280,6 +244,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        self.logic.offerDemoModel(self._parameterNode)
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
@@ -294,35 +259,97 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # ui element that has a SlicerParameterName property is kept in sync with the parameter node
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-            self._lastMethod = self._parameterNode.method
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """Show the parameter node's state; never changes it (a loaded scene's values are kept as saved)."""
         p = self._parameterNode
         if p is None:
             return
-        if p.method != self._lastMethod:
-            self._lastMethod = p.method
-            self.logic.applyMethodDefaults(p)
-        self._updateMethodWidgets(p.method)
+        self._selectItem(self.ui.methodComboBox, p.method)
+        self._selectItem(self.ui.deviceComboBox, p.device)
+        if p.method != self._shownMethod:
+            self._buildOptionWidgets(p.method)
+        self._showOptionValues()
         self._updateButtons()
 
-    def _updateMethodWidgets(self, method: str) -> None:
-        """Show only the parameters the chosen method uses (from the METHODS table)."""
-        spec = METHODS[method]
-        self.ui.methodComboBox.toolTip = spec.description
-        self.ui.nSamplesLabel.text = (spec.samplesLabel or _("Samples")) + ":"
-        self.ui.nSamplesLabel.visible = self.ui.nSamplesSpinBox.visible = spec.samplesLabel is not None
-        used = {fieldName for fieldName, _default in spec.parameters.values()}
-        for fieldName in XAIExplainerLogic.methodParameterFields():
-            fieldWidget = slicer.parameterNodeWrapper.findChildWidgetForParameter(self.uiWidget, fieldName)
-            if fieldWidget is None:
-                continue
-            fieldWidget.visible = fieldName in used
-            formLayout = fieldWidget.parentWidget().layout()
-            label = formLayout.labelForField(fieldWidget) if hasattr(formLayout, "labelForField") else None
-            if label is not None:
-                label.visible = fieldName in used
+    @staticmethod
+    def _selectItem(comboBox, data: str) -> None:
+        index = comboBox.findData(data)
+        if index >= 0 and comboBox.currentIndex != index:
+            wasBlocked = comboBox.blockSignals(True)
+            comboBox.currentIndex = index
+            comboBox.blockSignals(wasBlocked)
+
+    def _buildOptionWidgets(self, method: str) -> None:
+        """One widget per option of the method's registry entry: range, choices, label and tooltip from there."""
+        layout = self.ui.methodOptionsLayout
+        while layout.rowCount() > 0:
+            layout.removeRow(0)
+        self._optionWidgets = {}
+        self._shownMethod = method
+        spec = self.logic.methodSpec(method)
+        if spec is None:
+            return
+        self.ui.methodComboBox.toolTip = f"{spec.description}\n{spec.reference}"
+        for option in spec.options:
+            if option.allow_array:
+                continue  # arrays (e.g. a baseline volume) are for the Python API
+            widget = self._optionWidget(option)
+            widget.toolTip = self.logic.optionTooltip(option)
+            layout.addRow(option.display_label + ":", widget)
+            self._optionWidgets[option.name] = widget
+
+    def _optionWidget(self, option):
+        """A spin box, check box or combo box for one registry option, sending its value to the parameter node."""
+        if option.choices is not None:
+            widget = qt.QComboBox()
+            for choice in option.choices:
+                widget.addItem(str(choice), choice)
+            widget.connect("activated(int)", lambda i, o=option, w=widget: self._setOption(o.name, w.itemData(i)))
+        elif option.type is bool:
+            widget = qt.QCheckBox()
+            widget.connect("toggled(bool)", lambda v, o=option: self._setOption(o.name, bool(v)))
+        elif option.type is int:
+            widget = qt.QSpinBox()
+            widget.setRange(int(option.minimum if option.minimum is not None else 0),
+                            int(option.maximum if option.maximum is not None else 1000000))
+            widget.connect("valueChanged(int)", lambda v, o=option: self._setOption(o.name, int(v)))
+        else:
+            widget = qt.QDoubleSpinBox()
+            widget.decimals = 3
+            widget.singleStep = 0.01
+            low = option.minimum if option.minimum is not None else -1e6
+            widget.setRange(low + (0.001 if option.exclusive_minimum else 0.0),
+                            option.maximum if option.maximum is not None else 1e6)
+            widget.connect("valueChanged(double)", lambda v, o=option: self._setOption(o.name, float(v)))
+        return widget
+
+    def _showOptionValues(self) -> None:
+        values = self.logic.methodOptionValues(self._parameterNode)
+        for name, widget in self._optionWidgets.items():
+            wasBlocked = widget.blockSignals(True)
+            value = values.get(name)
+            if isinstance(widget, qt.QComboBox):
+                widget.currentIndex = max(0, widget.findData(value))
+            elif isinstance(widget, qt.QCheckBox):
+                widget.checked = bool(value)
+            else:
+                widget.value = value
+            widget.blockSignals(wasBlocked)
+
+    def _setOption(self, name: str, value) -> None:
+        if self._parameterNode is not None:
+            self.logic.setMethodOption(self._parameterNode, name, value)
+
+    def onMethodActivated(self, index: int) -> None:
+        """The user picked a method: it starts from its paper's defaults unless values were stored for it."""
+        if self._parameterNode is not None:
+            self._parameterNode.method = self.ui.methodComboBox.itemData(index)
+
+    def onDeviceActivated(self, index: int) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
 
     def _updateButtons(self) -> None:
         p = self._parameterNode
@@ -331,7 +358,8 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = ready and not running
         self.ui.explainButton.enabled = ready and not running
         self.ui.cancelButton.enabled = running
-        tip = "" if ready else _("Select an input volume and a model file first.")
+        self.ui.loadDemoButton.enabled = not running
+        tip = "" if ready else _("Select an input volume and a model file first (or press Load demo).")
         self.ui.segmentButton.toolTip = tip or _("Segment the input volume with the model.")
         self.ui.explainButton.toolTip = tip or _("Compute attributions, the RoI importance matrix and graph.")
 
@@ -365,9 +393,33 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.outputSegmentation = result
             self.ui.statusLabel.text = _("Done: segmentation '{name}'.").format(name=result.GetName())
 
+    def _ensureDependencies(self) -> bool:
+        """Install what is missing; a declined install is a calm status message, not an error popup."""
+        from XAIExplainerLib.errors import InstallDeclinedError
+
+        try:
+            self.logic.ensureDependencies()
+        except InstallDeclinedError as exc:
+            self.ui.statusLabel.text = _("Not started: {reason} Press the button again to install.").format(
+                reason=str(exc))
+            return False
+        return True
+
+    def onLoadDemoButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the demo."), waitCursor=True):
+            volume = self.logic.loadDemo(self._parameterNode)
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.ui.statusLabel.text = _("Demo loaded: press Explain (or Segment).")
+
+    def _rememberModelPath(self) -> None:
+        """Keep the model in the path field's history (saved in Slicer's settings under its settingKey)."""
+        self.ui.modelPathLineEdit.addCurrentPathToHistory()
+
     def onSegmentButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            self.logic.ensureDependencies()
+            if not self._ensureDependencies():
+                return
+            self._rememberModelPath()
             p = self._parameterNode
             self.logic.segment(p.inputVolume, p.modelPath, device=p.device, outputSegmentation=p.outputSegmentation,
                                onProgress=self._onProgress, onFinished=self._finished)
@@ -375,14 +427,16 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExplainButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start the explanation."), waitCursor=True):
-            self.logic.ensureDependencies()
+            if not self._ensureDependencies():
+                return
+            self._rememberModelPath()
             p = self._parameterNode
             self.logic.explain(
                 p.inputVolume, p.modelPath, method=p.method, classes=parseClasses(p.classes),
-                nSamples=p.nSamples, methodParameters=self.logic.methodParameters(p),
-                roiSegmentation=p.roiSegmentation, computeMetrics=p.computeMetrics, seed=p.seed,
-                variant=p.variant, graphTopK=int(p.topK), graphThreshold=p.graphThreshold, device=p.device,
-                onProgress=self._onProgress, onFinished=self._finished)
+                methodParameters=self.logic.methodOptionValues(p), roiSegmentation=p.roiSegmentation,
+                computeMetrics=p.computeMetrics, seed=p.seed, variant=p.variant, graphTopK=int(p.topK),
+                graphThreshold=p.graphThreshold, device=p.device, onProgress=self._onProgress,
+                onFinished=self._finished)
             self._started(_("Explain"))
 
     def onCancelButton(self) -> None:
@@ -393,10 +447,12 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def onGraphSettingsChanged(self, value=None) -> None:
-        if not self._results or "graph" not in self._results:
+        """Redraw the graph of the shown heatmap's run (found through the scene, so it works after a reload)."""
+        heatmap = self._parameterNode.heatmapVolume if self._parameterNode else None
+        if heatmap is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to redraw the RoI graph."), waitCursor=True):
-            self.logic.updateGraph(self._results, int(self.ui.topKSliderWidget.value),
+            self.logic.updateGraph(heatmap, int(self.ui.topKSliderWidget.value),
                                    float(self.ui.graphThresholdSliderWidget.value))
 
     def onHeatmapSelected(self, node) -> None:
@@ -415,6 +471,12 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise ValueError(_("Select the input volume the heatmaps explain."))
             self.logic.showComparison(heatmaps, background)
 
+    def onShowChartButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the chart."), waitCursor=True):
+            heatmap = self._parameterNode.heatmapVolume if self._parameterNode else None
+            if not self.logic.showChart(heatmap):
+                raise ValueError(_("No importance chart for this heatmap: run Explain first."))
+
 
 #
 # XAIExplainerLogic
@@ -422,14 +484,14 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class _Task:
-    """One running CLI command, what to do with its files when it succeeds, and whom to tell."""
+    """One running CLI command, what to do with its result record when it succeeds, and whom to tell."""
 
-    def __init__(self, command: BackgroundCommand, load: Callable[[BackgroundCommand], Any], workDir: Path,
-                 keepWorkDir: bool, onProgress: Optional[Callable[[float, str], None]], onFinished: Optional[Callable]) -> None:
+    def __init__(self, command, load: Callable[[dict], Any], workDir: Path,
+                 onProgress: Optional[Callable[[float, str], None]], onFinished: Optional[Callable]) -> None:
         self.command = command
         self.load = load
         self.workDir = workDir
-        self.keepWorkDir = keepWorkDir
+        self.resultFile = workDir / "result.json"
         self.onProgress = onProgress
         self.onFinished = onFinished
 
@@ -437,12 +499,13 @@ class _Task:
 class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     """Segment and explain without the GUI, e.g. from the Python console::
 
-        logic = slicer.modules.xaiexplainer.widgetRepresentation().self().logic  # or XAIExplainerLogic()
+        logic = XAIExplainerLogic()
         seg = logic.segment(volumeNode, "/path/model.pt", wait=True)
         nodes = logic.explain(volumeNode, "/path/model.pt", method="smoothgrad", wait=True)
 
-    Without ``wait`` the call returns at once and ``onFinished(result, errorMessage)`` is called later from the
-    Qt event loop. Input nodes are only read (written to a temporary NIfTI file for the background process).
+    Missing Python packages are installed first (asking before anything is downloaded). Without ``wait`` the call
+    returns at once and ``onFinished(result, errorMessage)`` is called later from the Qt event loop. Input nodes
+    are only read (written to a temporary NIfTI file, removed with its folder when the job ends).
     """
 
     POLL_INTERVAL_MS = 200
@@ -450,81 +513,135 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._task: Optional[_Task] = None
-        self._timer: Optional[qt.QTimer] = None
+        self._timer = None
+        #: interpreter of the background process; None: Slicer's PythonSlicer launcher
+        self.pythonExecutable: Optional[str] = None
+        self.dependenciesChecked = False
 
     def getParameterNode(self):
         return XAIExplainerParameterNode(super().getParameterNode())
 
-    # --- methods table helpers --------------------------------------------------------------------------------
+    # --- method menu (from the registry, through the bridge) ------------------------------------------------
 
     @staticmethod
-    def methodParameterFields() -> list[str]:
-        """Every parameter-node field that some method uses (so the GUI can hide the unused ones)."""
-        return sorted({f for spec in METHODS.values() for f, _d in spec.parameters.values()})
+    def methodMenu() -> list:
+        from XAIExplainerLib.slicer_bridge.methods import method_menu
+
+        return method_menu("segmentation")
 
     @staticmethod
-    def applyMethodDefaults(parameterNode) -> None:
-        """Reset the sample count and the method's own parameters to the defaults of its paper."""
-        spec = METHODS[parameterNode.method]
-        with slicer.util.NodeModify(parameterNode.parameterNode):
-            if spec.samplesDefault is not None:
-                parameterNode.nSamples = spec.samplesDefault
-            for fieldName, default in spec.parameters.values():
-                setattr(parameterNode, fieldName, default)
+    def methodSpec(name: str):
+        """The registry entry of ``name``, or None for a name no longer registered (e.g. in an old scene)."""
+        from XAIExplainerLib.errors import UnknownMethodError
+        from XAIExplainerLib.slicer_bridge.methods import method_spec
+
+        try:
+            return method_spec(name)
+        except UnknownMethodError:
+            return None
 
     @staticmethod
-    def methodParameters(parameterNode) -> dict:
-        """``{method keyword: value}`` for the chosen method, read from the parameter node."""
-        spec = METHODS[parameterNode.method]
-        return {key: getattr(parameterNode, fieldName) for key, (fieldName, _d) in spec.parameters.items()}
+    def optionTooltip(option) -> str:
+        from XAIExplainerLib.slicer_bridge.methods import option_tooltip
+
+        return option_tooltip(option)
+
+    def methodOptionValues(self, parameterNode) -> dict:
+        """The chosen method's option values: stored ones (saved with the scene) over the registry's defaults."""
+        from XAIExplainerLib.slicer_bridge.methods import decode_options, option_values
+
+        spec = self.methodSpec(parameterNode.method)
+        if spec is None:
+            return {}
+        return option_values(spec, decode_options(parameterNode.methodOptions).get(spec.name))
+
+    def setMethodOption(self, parameterNode, name: str, value) -> None:
+        """Store one option value of the chosen method (validated by the registry) in the parameter node."""
+        from XAIExplainerLib.slicer_bridge.methods import decode_options, encode_options
+
+        spec = self.methodSpec(parameterNode.method)
+        option = spec.option(name) if spec is not None else None
+        if option is None:
+            raise ValueError(_("The method '{m}' has no option '{o}'.").format(m=parameterNode.method, o=name))
+        stored = decode_options(parameterNode.methodOptions)
+        stored.setdefault(spec.name, {})[name] = option.validate(value, spec.name)
+        parameterNode.methodOptions = encode_options(stored)
+
+    @staticmethod
+    def computeDevices() -> list:
+        from XAIExplainerLib.slicer_bridge.module_io import compute_devices
+
+        return compute_devices()
+
+    # --- demo -------------------------------------------------------------------------------------------------
+
+    def loadDemo(self, parameterNode=None):
+        """Load the demo T1 and select it with the demo model, so Explain is the next (second) click.
+
+        The same file is offered in the Sample Data module (registered at startup); loading it here through the
+        bridge works also when the module was reloaded without that registration.
+        """
+        from XAIExplainerLib.slicer_bridge import module_io
+
+        volume = module_io.load_demo_volume()
+        if parameterNode is not None:
+            with slicer.util.NodeModify(parameterNode.parameterNode):
+                parameterNode.inputVolume = volume
+                parameterNode.modelPath = module_io.DEMO_MODEL
+        return volume
+
+    @staticmethod
+    def offerDemoModel(parameterNode) -> None:
+        """An empty Model field (shown as ".") gets the shipped demo model, so there is always something to try."""
+        if str(parameterNode.modelPath or "").strip() in ("", "."):
+            from XAIExplainerLib.slicer_bridge.module_io import DEMO_MODEL
+
+            parameterNode.modelPath = DEMO_MODEL
 
     # --- dependencies -----------------------------------------------------------------------------------------
 
     def ensureDependencies(self, askConfirmation: bool = True) -> None:
-        """Install what the background process needs, once: torch via the PyTorch extension, the rest via pip.
+        """Install what the background process needs, once per session (list: XAIExplainerLib's requirements).
 
-        Slicer's own numpy, VTK and SimpleITK are pinned to their installed versions during the pip install, so a
-        dependency can never replace them.
+        torch comes from the PyTorch extension with the library's version range; Slicer's numpy and SimpleITK and
+        the installed torch are pinned during the pip install. Declining raises InstallDeclinedError.
         """
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise RuntimeError(_("XAIExplainer needs the PyTorch extension: install 'PyTorch' from the "
-                                     "Extensions Manager and restart Slicer.")) from None
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                torch = torchLogic.installTorch(askConfirmation=askConfirmation)
-                if torch is None:
-                    raise RuntimeError(_("PyTorch is required; it was not installed. Install it with the PyTorch "
-                                         "module (Utilities > PyTorch) and try again."))
-        missing = [pipName for module, pipName in PIP_DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
-        if not missing:
+        if self.dependenciesChecked:
             return
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("XAIExplainer needs these Python packages, which will be downloaded and installed now: {p}.")
-                .format(p=", ".join(missing)), windowTitle="XAIExplainer"):
-            raise RuntimeError(_("Missing Python packages: {p}.").format(p=", ".join(missing)))
-        from importlib.metadata import PackageNotFoundError, version
+        from XAIExplainerLib.install import ensure_dependencies
 
-        constraints = Path(slicer.util.tempDirectory("XAIExplainer-pip")) / "constraints.txt"
-        pins = []
-        for name in SLICER_OWNED_PACKAGES:
-            try:
-                pins.append(f"{name}=={version(name)}")
-            except PackageNotFoundError:  # shipped without pip metadata (Slicer's VTK): nothing pip could replace
-                logging.debug(f"XAIExplainer: no version metadata for {name}; not pinned")
-        constraints.write_text("\n".join(pins) + "\n")
-        slicer.util.pip_install([*missing, "-c", str(constraints)])
-        importlib.invalidate_caches()
+        confirm = None
+        if askConfirmation:
+            def confirm(message: str) -> bool:
+                return slicer.util.confirmOkCancelDisplay(message, windowTitle="XAIExplainer")
+        installed = ensure_dependencies(slicer.util.pip_install, confirm,
+                                        lambda requirement: self._installTorch(requirement, askConfirmation))
+        if installed:
+            logging.info("XAIExplainer: installed " + ", ".join(installed))
+        self.dependenciesChecked = True
+
+    @staticmethod
+    def _installTorch(requirement: str, askConfirmation: bool) -> Optional[str]:
+        """torch through the PyTorch extension (a build for this GPU); returns its version, None when declined."""
+        from XAIExplainerLib.errors import DependencyError
+
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise DependencyError(_("XAIExplainer needs the PyTorch extension: install 'PyTorch' from the "
+                                    "Extensions Manager and restart Slicer.")) from None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
+                                                              torchVersionRequirement=requirement)
+        return None if torch is None else str(torch.__version__)
 
     # --- background process -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def pythonSlicerExecutable() -> str:
+    def pythonSlicerExecutable(self) -> str:
         """Slicer's own Python launcher (sets Slicer's library paths for the child process)."""
+        if self.pythonExecutable:
+            return self.pythonExecutable
         executable = shutil.which("PythonSlicer")
-        if not executable and getattr(slicer, "app", None) is not None:
+        if not executable and hasattr(slicer, "app"):
             candidate = Path(slicer.app.applicationDirPath()) / ("PythonSlicer.exe" if os.name == "nt" else
                                                                   "PythonSlicer")
             executable = str(candidate) if candidate.exists() else None
@@ -534,19 +651,25 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def processEnvironment() -> dict:
-        """Slicer's startup environment with the library's folder on PYTHONPATH."""
-        env = dict(slicer.util.startupEnvironment())
+        """Slicer's startup environment (outside Slicer: this process's) with the library's folder on PYTHONPATH."""
+        env = dict(slicer.util.startupEnvironment()) if hasattr(slicer, "app") else dict(os.environ)
         paths = [str(LIBRARY_FOLDER)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    @staticmethod
+    def newWorkFolder(kind: str) -> Path:
+        """A fresh temporary folder for one job (under Slicer's temporary path); removed when the job ends."""
+        root = slicer.app.temporaryPath if hasattr(slicer, "app") else None
+        return Path(tempfile.mkdtemp(prefix=f"XAIExplainer-{kind}-", dir=root))
 
     def isRunning(self) -> bool:
         """True from the start of a computation until its results were loaded (or it failed / was cancelled)."""
         return self._task is not None
 
     def cancel(self) -> None:
-        """Stop the running computation (its process and children) and discard its partial files."""
+        """Stop the running computation (its whole process tree) and delete its temporary folder."""
         task = self._task
         if task is None:
             return
@@ -561,19 +684,21 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
             self._timer.stop()
             self._timer = None
 
-    def _start(self, cliArgs: list, load: Callable[[BackgroundCommand], Any], workDir: Path, keepWorkDir: bool,
-               onProgress, onFinished, wait: bool):
+    def _start(self, cliArgs: list, load: Callable[[dict], Any], workDir: Path, onProgress, onFinished, wait: bool):
+        from XAIExplainerLib.slicer_bridge.module_io import BackgroundCommand
+
         if self.isRunning():
             raise RuntimeError(_("Another XAIExplainer computation is running; wait for it or press Cancel."))
         args = [self.pythonSlicerExecutable(), "-m", "XAIExplainerLib.cli", *[str(a) for a in cliArgs],
-                "--progress-lines"]
+                "--progress-lines", "--result-json", str(workDir / "result.json")]
         logging.info("XAIExplainer: running " + " ".join(args))
         command = BackgroundCommand(args, env=self.processEnvironment()).start()
-        self._task = _Task(command, load, workDir, keepWorkDir, onProgress, onFinished)
+        self._task = _Task(command, load, workDir, onProgress, onFinished)
         if wait:
             while command.running:
-                self._pollOutput()
-                slicer.app.processEvents()
+                self._pollTask(self._task)
+                if hasattr(slicer, "app"):
+                    slicer.app.processEvents()
                 time.sleep(self.POLL_INTERVAL_MS / 1000.0)
             return self._complete(raiseErrors=True)
         self._timer = qt.QTimer()
@@ -581,10 +706,6 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         self._timer.connect("timeout()", self._onTimer)
         self._timer.start()
         return None
-
-    def _pollOutput(self) -> None:
-        if self._task is not None:
-            self._pollTask(self._task)
 
     @staticmethod
     def _pollTask(task: _Task) -> None:
@@ -599,13 +720,13 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         if self._task is None:
             self._stopTimer()
             return
-        self._pollOutput()
+        self._pollTask(self._task)
         if not self._task.command.running:
             self._stopTimer()
             self._complete(raiseErrors=False)
 
     def _complete(self, raiseErrors: bool):
-        """Load the outputs of the finished command into nodes (or report why it failed); clean up."""
+        """Load the command's result record into nodes (or report why it failed); always delete the work folder."""
         task, self._task = self._task, None
         if task is None:
             return None
@@ -617,12 +738,13 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
             error = task.command.error_text()
         else:
             try:
-                result = task.load(task.command)
+                from XAIExplainerLib.slicer_bridge.module_io import read_result_json
+
+                result = task.load(read_result_json(task.resultFile))
             except Exception as exc:  # noqa: BLE001 - reported to the user, with the traceback in the log
                 logging.exception("XAIExplainer: loading the results failed")
                 error = f"{type(exc).__name__}: {exc}"
-        if not task.keepWorkDir or error is not None:
-            shutil.rmtree(task.workDir, ignore_errors=True)
+        shutil.rmtree(task.workDir, ignore_errors=True)
         if task.onFinished is not None:
             task.onFinished(result, error)
         if error is not None and raiseErrors:
@@ -643,38 +765,22 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
                                "TorchScript file. '{path}' does not exist.").format(path=model))
         return model
 
-    @staticmethod
-    def writeInputVolume(volumeNode, path: Path) -> Path:
-        """Copy the node's voxels and geometry into a NIfTI file; the node and its storage node stay untouched."""
-        from XAIExplainerLib.slicer_bridge.volumes import volume_from_node
-        from XAIExplainerLib.volume import write_volume
+    def _prepare(self, kind: str, inputVolume, modelPath) -> tuple[Path, Path, Path]:
+        """Check inputs and dependencies, export the input (parent transform hardened) into a new work folder."""
+        from XAIExplainerLib.slicer_bridge.module_io import export_input_volume
 
-        return Path(write_volume(volume_from_node(volumeNode), path))
-
-    @staticmethod
-    def writeRoiSegmentation(segmentationNode, referenceVolume, labelsPath: Path, namesPath: Path) -> None:
-        """Export the segments as a label map on the input's grid (label v = v-th segment) plus a CSV of names."""
-        from XAIExplainerLib.slicer_bridge.volumes import volume_from_node
-        from XAIExplainerLib.volume import write_volume
-
-        segmentIds = vtk.vtkStringArray()
-        segmentationNode.GetSegmentation().GetSegmentIDs(segmentIds)
-        if segmentIds.GetNumberOfValues() == 0:
-            raise ValueError(_("The RoI segmentation '{name}' has no segments.").format(name=segmentationNode.GetName()))
-        labelNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "XAIExplainer RoIs (temporary)")
+        model = self._checkInputs(inputVolume, modelPath)
+        self.ensureDependencies()
+        workDir = self.newWorkFolder(kind)
         try:
-            if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                    segmentationNode, segmentIds, labelNode, referenceVolume):
-                raise RuntimeError(_("Could not export '{name}' to a label map on the input's grid.")
-                                   .format(name=segmentationNode.GetName()))
-            write_volume(volume_from_node(labelNode), labelsPath)
-        finally:
-            slicer.mrmlScene.RemoveNode(labelNode)
-        segmentation = segmentationNode.GetSegmentation()
-        with open(namesPath, "w", newline="") as f:
-            writer = csv.writer(f)
-            for i in range(segmentIds.GetNumberOfValues()):
-                writer.writerow([i + 1, segmentation.GetSegment(segmentIds.GetValue(i)).GetName()])
+            inputFile, hardened = export_input_volume(inputVolume, workDir / "input.nii.gz")
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        if hardened:
+            logging.info(f"XAIExplainer: the parent transform of '{inputVolume.GetName()}' was applied to the "
+                         "exported input; results are placed in world coordinates")
+        return model, workDir, inputFile
 
     # --- segment ----------------------------------------------------------------------------------------------
 
@@ -683,123 +789,90 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
                 wait: bool = False):
         """Segment ``inputVolume`` in the background; the result is a segmentation node (``outputSegmentation``
         is emptied and reused when given). With ``wait`` the node is returned, else passed to ``onFinished``."""
-        model = self._checkInputs(inputVolume, modelPath)
-        workDir = Path(slicer.util.tempDirectory("XAIExplainer-segment"))
-        inputFile = self.writeInputVolume(inputVolume, workDir / "input.nii.gz")
+        model, workDir, inputFile = self._prepare("segment", inputVolume, modelPath)
         labelsFile = workDir / "labels.nii.gz"
         args = ["segment", "--input", inputFile, "--model", model, "--output", labelsFile, "--device", device]
 
-        def load(command: BackgroundCommand):
+        def load(record: dict):
+            from XAIExplainerLib.slicer_bridge.module_io import labels_to_segmentation
             from XAIExplainerLib.volume import read_volume
 
-            names = parseLabelSummary(command.output)
-            return self.labelsToSegmentation(read_volume(labelsFile), names, inputVolume, outputSegmentation,
-                                             {"XAIExplainer.model": str(model), "XAIExplainer.device": device})
+            return labels_to_segmentation(read_volume(record["labels"]), record["label_names"], inputVolume,
+                                          outputSegmentation, {"XAIExplainer.model": str(model),
+                                                               "XAIExplainer.device": device})
 
-        return self._start(args, load, workDir, False, onProgress, onFinished, wait)
-
-    @staticmethod
-    def labelsToSegmentation(labels, names: dict, referenceVolume, segmentationNode=None,
-                             attributes: Optional[dict] = None):
-        """A label :class:`~XAIExplainerLib.volume.Volume` as a segmentation node, segments named by ``names``."""
-        from XAIExplainerLib.slicer_bridge.explanation import add_segmentation_node
-
-        top = int(labels.array.max()) if labels.array.size else 0
-        labelNames = [names.get(v, "background" if v == 0 else f"label {v}") for v in range(top + 1)]
-        baseName = f"{referenceVolume.GetName()} segmentation"
-        newNode = add_segmentation_node(labels, labelNames, baseName)
-        newNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
-        for key, value in (attributes or {}).items():
-            newNode.SetAttribute(key, value)
-        if segmentationNode is None:
-            return newNode
-        # reuse the node the user chose: replace its segments, keep its name and display settings
-        segmentationNode.GetSegmentation().RemoveAllSegments()
-        segmentationNode.GetSegmentation().DeepCopy(newNode.GetSegmentation())
-        for key, value in (attributes or {}).items():
-            segmentationNode.SetAttribute(key, value)
-        slicer.mrmlScene.RemoveNode(newNode)
-        segmentationNode.CreateDefaultDisplayNodes()
-        return segmentationNode
+        return self._start(args, load, workDir, onProgress, onFinished, wait)
 
     # --- explain ----------------------------------------------------------------------------------------------
 
     def explain(self, inputVolume, modelPath, method: str = "smoothgrad", classes: Optional[list] = None,
-                nSamples: Optional[int] = None, methodParameters: Optional[dict] = None, roiSegmentation=None,
-                computeMetrics: bool = False, seed: int = 0, variant: str = "absolute", graphTopK: int = 0,
-                graphThreshold: float = 0.8, device: str = "auto",
-                onProgress: Optional[Callable[[float, str], None]] = None, onFinished: Optional[Callable] = None,
-                wait: bool = False):
+                methodParameters: Optional[dict] = None, roiSegmentation=None, computeMetrics: bool = False,
+                seed: int = 0, variant: str = "absolute", graphTopK: int = 0, graphThreshold: float = 0.8,
+                device: str = "auto", onProgress: Optional[Callable[[float, str], None]] = None,
+                onFinished: Optional[Callable] = None, wait: bool = False):
         """Explain the model's segmentation of ``inputVolume`` with Agg2Exp in the background.
 
-        The result (returned with ``wait``, else passed to ``onFinished``) is the dict of
-        ``XAIExplainerLib.slicer_bridge.explanation.add_explanation_to_scene`` plus "folder" (the saved
-        explanation: heatmaps, matrix, graph, figures, provenance). ``graphTopK`` = 0 draws all edges that the
-        threshold keeps.
+        ``methodParameters``: the method's options (registry names, e.g. ``{"n_samples": 10}``), checked before
+        anything starts. The result (returned with ``wait``, else passed to ``onFinished``) is the dict of
+        ``add_explanation_to_scene`` plus "folder_item" (the run's Subject Hierarchy folder).
         """
-        if method not in METHODS:
-            raise ValueError(_("Unknown method '{m}'; choose one of {all}.").format(m=method, all=", ".join(METHODS)))
-        model = self._checkInputs(inputVolume, modelPath)
-        spec = METHODS[method]
-        workDir = Path(slicer.util.tempDirectory("XAIExplainer-explain"))
-        inputFile = self.writeInputVolume(inputVolume, workDir / "input.nii.gz")
+        from XAIExplainerLib.slicer_bridge.methods import method_cli_args, method_spec
+
+        spec = method_spec(method)
+        methodArgs = method_cli_args(spec, methodParameters or {})
+        model, workDir, inputFile = self._prepare("explain", inputVolume, modelPath)
         outputFolder = workDir / "explanation"
-        args = ["explain", "--input", inputFile, "--model", model, "--method", method, "--output", outputFolder,
-                "--variant", variant, "--seed", int(seed), "--device", device]
+        args = ["explain", "--input", inputFile, "--model", model, "--method", spec.name, "--output", outputFolder,
+                "--variant", variant, "--seed", int(seed), "--device", device, *methodArgs]
         if graphThreshold is not None:
             args += ["--graph-threshold", float(graphThreshold)]
         if graphTopK:
             args += ["--graph-top-k", int(graphTopK)]
         if classes:
             args += ["--classes", *[str(c) for c in classes]]
-        if spec.samplesLabel is not None:
-            args += ["--samples", int(nSamples if nSamples is not None else spec.samplesDefault)]
-        for key, value in (methodParameters or {}).items():
-            args += ["--param", f"{key}={value}"]
         if computeMetrics:
             args.append("--metrics")
         if roiSegmentation is not None:
-            roisFile, namesFile = workDir / "rois.nii.gz", workDir / "roi_names.csv"
-            self.writeRoiSegmentation(roiSegmentation, inputVolume, roisFile, namesFile)
-            args += ["--rois", roisFile, "--roi-names", namesFile]
+            args += self._exportRois(roiSegmentation, inputVolume, workDir)
 
-        def load(command: BackgroundCommand):
-            return self.loadExplanation(outputFolder, inputVolume, inputFile, graphTopK or None, graphThreshold)
+        def load(record: dict):
+            from XAIExplainerLib.slicer_bridge.module_io import load_explanation_nodes
 
-        return self._start(args, load, workDir, True, onProgress, onFinished, wait)
+            return load_explanation_nodes(Path(record["folder"]), inputVolume, inputFile, spec.label,
+                                          graphTopK or None, graphThreshold)
+
+        return self._start(args, load, workDir, onProgress, onFinished, wait)
 
     @staticmethod
-    def loadExplanation(folder: Path, inputVolume, inputFile: Path, graphTopK: Optional[int] = None,
-                        graphThreshold: Optional[float] = 0.8) -> dict:
-        """Nodes for a folder written by ``xai-explainer explain`` (heatmaps over ``inputVolume``, table, graph)."""
-        from XAIExplainerLib.pipelines.agg2exp_io import load_explanation
-        from XAIExplainerLib.slicer_bridge.explanation import add_explanation_to_scene
-        from XAIExplainerLib.volume import read_volume
+    def _exportRois(roiSegmentation, inputVolume, workDir: Path) -> list:
+        from XAIExplainerLib.slicer_bridge.module_io import export_roi_segmentation
 
-        explanation = load_explanation(folder, image=read_volume(inputFile))
-        nodes = add_explanation_to_scene(explanation, input_node=inputVolume,
-                                         name=f"{inputVolume.GetName()} {explanation.provenance.get('method', '')}",
-                                         top_k=graphTopK, threshold=graphThreshold)
-        for key, node in nodes.items():
-            if key.startswith("heatmap:"):
-                node.SetAttribute("XAIExplainer.folder", str(folder))
-        nodes["folder"] = Path(folder)
-        if getattr(slicer, "app", None) is not None and "chart" in nodes:
-            slicer.modules.plots.logic().ShowChartInLayout(nodes["chart"])
-        return nodes
+        roisFile, namesFile = workDir / "rois.nii.gz", workDir / "roi_names.csv"
+        export_roi_segmentation(roiSegmentation, inputVolume, roisFile, namesFile)
+        return ["--rois", roisFile, "--roi-names", namesFile]
 
     # --- results ----------------------------------------------------------------------------------------------
 
     @staticmethod
-    def updateGraph(results: dict, topK: int, threshold: float) -> None:
-        """Redraw the RoI graph of an explanation for a new top-k (0 = no limit) and mass threshold."""
+    def graphForHeatmap(heatmapNode):
+        """The RoI graph of the run that made ``heatmapNode``, rebuilt from the scene (works after a reload)."""
+        from XAIExplainerLib.slicer_bridge.graph import restore_roi_graph
+
+        points = heatmapNode.GetNodeReference("XAIExplainer.graph") if heatmapNode is not None else None
+        return restore_roi_graph(points) if points is not None else None
+
+    def updateGraph(self, heatmapNode, topK: int, threshold: float):
+        """Redraw the RoI graph of ``heatmapNode``'s run for a new top-k (0 = no limit) and mass threshold."""
         from XAIExplainerLib.slicer_bridge.graph import update_roi_graph
 
-        update_roi_graph(results["graph"], top_k=int(topK) or None, threshold=float(threshold))
+        graph = self.graphForHeatmap(heatmapNode)
+        if graph is None:
+            return None
+        return update_roi_graph(graph, top_k=int(topK) or None, threshold=float(threshold))
 
     @staticmethod
     def showHeatmap(heatmapNode, backgroundNode=None) -> None:
-        """Overlay ``heatmapNode`` (symmetric window, diverging colours) on ``backgroundNode`` in the slice views."""
+        """Overlay ``heatmapNode`` on ``backgroundNode``; its window is the one chosen when it was created."""
         from XAIExplainerLib.slicer_bridge.heatmaps import show_heatmap
 
         show_heatmap(heatmapNode, backgroundNode)
@@ -817,13 +890,24 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def showComparison(heatmapNodes: list, backgroundNode, labels: Optional[list] = None,
                        orientation: str = "Axial"):
-        """Show the heatmaps side by side over ``backgroundNode`` in linked slice views (one per heatmap).
-
-        Returns the bridge's ComparisonLayout (slice node ids, composite nodes, layout id).
-        """
+        """Show the heatmaps side by side over ``backgroundNode`` in linked slice views (one per heatmap)."""
         from XAIExplainerLib.slicer_bridge.comparison import comparison_layout
 
         return comparison_layout(list(heatmapNodes), backgroundNode, labels=labels, orientation=orientation)
+
+    @staticmethod
+    def chartForHeatmap(heatmapNode):
+        """The RoI importance chart of the run that made ``heatmapNode`` (through scene references), or None."""
+        points = heatmapNode.GetNodeReference("XAIExplainer.graph") if heatmapNode is not None else None
+        return points.GetNodeReference("XAIExplainer.chart") if points is not None else None
+
+    def showChart(self, heatmapNode) -> bool:
+        """Show the importance chart of ``heatmapNode``'s run in the layout: only when the user asks for it."""
+        chart = self.chartForHeatmap(heatmapNode)
+        if chart is None:
+            return False
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return True
 
 
 #
@@ -837,18 +921,20 @@ class XAIExplainerTest(ScriptedLoadableModuleTest):
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
-        import tempfile
-
         self.tempDir = Path(tempfile.mkdtemp(prefix="XAIExplainerTest-"))
 
     def tearDown(self) -> None:
+        """Remove the test's files and nodes, so a test run leaves neither behind."""
         shutil.rmtree(self.tempDir, ignore_errors=True)
+        slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        self.setUp()
-        self.test_XAIExplainerSegment()
-        self.setUp()
-        self.test_XAIExplainerExplain()
+        for test in (self.test_XAIExplainerSegment, self.test_XAIExplainerExplain):
+            self.setUp()
+            try:
+                test()
+            finally:
+                self.tearDown()
 
     def _thresholdModel(self) -> Path:
         """TorchScript network: class 1 ("dense") where the CT is brighter than 0 HU, plus its model JSON."""
@@ -922,7 +1008,8 @@ class XAIExplainerTest(ScriptedLoadableModuleTest):
         # known answer: d/dx of the sum over the predicted ball of 40 (x - 0.5) is 40 on the ball, 0 elsewhere
         values = slicer.util.arrayFromVolume(heatmap)
         self.assertTrue(np.allclose(values, np.where(ball, 40.0, 0.0), atol=1e-4))
+        self.assertFalse(list(Path(slicer.app.temporaryPath).glob("XAIExplainer-explain-*")), "work folder left")
         table = nodes["table"]
         self.assertEqual(table.GetNumberOfRows(), 1)
-        logic.updateGraph(nodes, topK=1, threshold=0.5)  # the top-k slider's call
+        logic.updateGraph(heatmap, topK=1, threshold=0.5)  # the top-k slider's call
         self.delayDisplay("Explain test passed")

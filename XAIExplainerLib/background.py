@@ -2,8 +2,12 @@
 
 Slicer's GUI must never wait on a model: the module starts ``PythonSlicer -m XAIExplainerLib.cli ...`` through
 :class:`BackgroundCommand` and polls it from a ``qt.QTimer``. A reader thread moves output lines into a queue, so
-:meth:`BackgroundCommand.poll` returns at once; :meth:`BackgroundCommand.cancel` terminates the process (and its
-children on POSIX), so Cancel really stops the computation. Qt-free, so it is tested with pytest.
+:meth:`BackgroundCommand.poll` returns at once; :meth:`BackgroundCommand.cancel` stops the whole process tree, so
+Cancel really stops the computation on every OS: on Windows ``PythonSlicer.exe`` is a launcher whose child
+``python-real.exe`` does the work, so terminating the launcher alone would leave the GPU busy. The tree is
+collected with psutil (as SlicerMONAIAuto3DSeg does); on Linux/macOS the process group is signalled as well, which
+also reaches workers that were re-parented. On Windows the process starts without a console window, with the
+flags ``slicer.util.launchConsoleProcess`` uses. Qt-free, so it is tested with pytest.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Mapping, Sequence
 
 from .progress import parse_progress_line
 
-__all__ = ["BackgroundCommand", "CommandOutput", "python_module_command"]
+__all__ = ["BackgroundCommand", "CommandOutput", "kill_process_tree", "process_tree", "python_module_command"]
 
 
 class CommandOutput:
@@ -45,14 +49,9 @@ class BackgroundCommand:
         """Start the process (stderr merged into stdout, line-buffered text)."""
         if self._process is not None:
             raise RuntimeError("This command was already started; create a new BackgroundCommand to run again.")
-        popen_kwargs: dict = {}
-        if os.name == "posix":
-            popen_kwargs["start_new_session"] = True  # own process group: cancel() stops workers it spawned too
-        else:
-            popen_kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         self._process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            encoding="utf-8", errors="replace", bufsize=1, env=self.env, cwd=self.cwd, **popen_kwargs,
+            encoding="utf-8", errors="replace", bufsize=1, env=self.env, cwd=self.cwd, **_popen_platform_options(),
         )
         self._reader = threading.Thread(target=self._read, name="XAIExplainer output reader", daemon=True)
         self._reader.start()
@@ -104,24 +103,11 @@ class BackgroundCommand:
         return code
 
     def cancel(self, grace_seconds: float = 3.0) -> None:
-        """Stop the process: terminate (SIGTERM to its group), then kill if it has not exited after the grace time."""
+        """Stop the process and every process it started: terminate, then kill what is left after the grace time."""
         if self._process is None or self._process.poll() is not None:
             return
         self.cancelled = True
-        try:
-            if os.name == "posix":
-                os.killpg(self._process.pid, signal.SIGTERM)
-            else:
-                self._process.terminate()
-            self._process.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
-            if os.name == "posix":
-                os.killpg(self._process.pid, signal.SIGKILL)
-            else:
-                self._process.kill()
-            self._process.wait()
-        except ProcessLookupError:
-            pass
+        kill_process_tree(self._process.pid, grace_seconds, root=self._process)
 
     def error_text(self, max_lines: int = 20) -> str:
         """The lines that explain a failure: the CLI's one-line ``error:`` if present, else the output's tail."""
@@ -129,6 +115,77 @@ class BackgroundCommand:
         if errors:
             return errors[-1][len("error:"):].strip()
         return "\n".join(self.output[-max_lines:]) or f"exit code {self.returncode}"
+
+
+def _popen_platform_options() -> dict:
+    """Own process group (POSIX) or no console window + own process group (Windows, like launchConsoleProcess)."""
+    if os.name == "posix":
+        return {"start_new_session": True}
+    info = subprocess.STARTUPINFO()  # type: ignore[attr-defined]  (Windows only)
+    info.dwFlags |= subprocess.STARTF_USESHOWWINDOW  # type: ignore[attr-defined]
+    info.wShowWindow = 0  # SW_HIDE: no console window per run
+    flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+    return {"startupinfo": info, "creationflags": flags}
+
+
+def process_tree(pid: int) -> list:
+    """``psutil.Process`` objects of ``pid`` and all its descendants (children first), [] when it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [*root.children(recursive=True)[::-1], root]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_process_tree(pid: int, grace_seconds: float = 3.0, root: subprocess.Popen | None = None) -> None:
+    """Terminate ``pid`` and its descendants, kill the survivors after ``grace_seconds``.
+
+    The tree is collected *before* anything is signalled: once the launcher dies its children are re-parented and
+    could no longer be found from it. ``root``: the ``Popen`` of ``pid``, which then reaps it (so its exit code is
+    kept; psutil would reap it behind Popen's back).
+    """
+    import psutil
+
+    processes = process_tree(pid)
+    if root is not None:
+        processes = [proc for proc in processes if proc.pid != pid]
+    if os.name == "posix":
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the group: also workers that already left the tree
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(processes, timeout=grace_seconds)
+    if os.name == "posix":
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_seconds)
+    if root is not None:
+        _stop_popen(root, grace_seconds)
+
+
+def _stop_popen(process: subprocess.Popen, grace_seconds: float) -> None:
+    try:
+        process.terminate()
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    except ProcessLookupError:
+        pass
 
 
 def python_module_command(python: str | None, module: str, *args: str) -> list[str]:

@@ -82,3 +82,10 @@ class OutputPathError(XAIExplainerError, ValueError):
 class ResumeMismatchError(OutputExistsError):
     """An existing result was made with other settings than the rerun asks for; reusing it would be silently wrong."""
 
+
+class DependencyError(XAIExplainerError, RuntimeError):
+    """A run-time dependency is missing or too old and cannot be installed here (e.g. torch below the minimum)."""
+
+
+class InstallDeclinedError(DependencyError):
+    """The user declined installing the Python packages the computation needs; nothing was changed."""

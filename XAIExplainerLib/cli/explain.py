@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MethodParameterError, VolumeReadError
-from .options import add_common_options, add_debug_option, positive_int, share
+from .options import add_common_options, add_debug_option, add_result_json_option, positive_int, share, write_result_json
 
 #: The model kind whose registered methods ``explain`` and ``cohort-explain`` offer.
 MODEL_KIND = "segmentation"
@@ -149,6 +149,10 @@ def _explain(args: argparse.Namespace) -> int:
     for name, ratio in expl.context_ratio.items():
         if name not in expl.absent_classes:
             print(f"  {name}: {ratio:.1%} of the attribution inside its own segment")
+
+    write_result_json(args.result_json, {"command": "explain", "folder": str(output),
+                                         "class_names": [str(n) for n in expl.class_names],
+                                         "absent_classes": [str(n) for n in expl.absent_classes]})
     return 0
 
 
@@ -221,6 +225,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     add_common_options(p)
+    add_result_json_option(p)
     p.set_defaults(func=_explain)
 
     c = subparsers.add_parser("cohort", help="global RoI importance and per-class outlier scans of saved explanations")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import XAIExplainerError
-from .options import add_common_options
+from .options import add_common_options, add_result_json_option, write_result_json
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -51,6 +51,9 @@ def _segment(args: argparse.Namespace) -> int:
     print(f"wrote {output} (labels: " + ", ".join(f"{i}={result.label_names[i]}" for i in present) + ")")
     if len(written) > 1:
         print(f"wrote {len(written) - 1} probability maps to {args.probabilities}")
+    write_result_json(args.result_json, {"command": "segment", "labels": str(output),
+                                         "label_names": [str(n) for n in result.label_names],
+                                         "probabilities": [str(w) for w in written[1:]]})
     return 0
 
 
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--output", required=True, help="label map to write (.nii.gz / .nrrd)")
     segment.add_argument("--probabilities", metavar="DIR", help="also write one probability map per class here")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_result_json_option(segment)
     add_common_options(segment)
     segment.set_defaults(func=_segment)
 

@@ -39,3 +39,27 @@ def share(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
+
+
+def add_result_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--result-json PATH``: a machine-readable record of the outputs (written last, only on success)."""
+    parser.add_argument("--result-json", metavar="PATH",
+                        help="also write a JSON record of what was written (files, label/class names)")
+
+
+def write_result_json(path: str | None, record: dict) -> None:
+    """Hand what a command wrote back to a caller (the Slicer module) as JSON, not as prose it would have to parse.
+
+    Written last and atomically (temporary file + rename), so the file exists only when the command succeeded.
+    """
+    if not path:
+        return
+    import json
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(partial, target)

@@ -12,11 +12,12 @@ from .comparison import (
     render_comparison,
 )
 from .explanation import add_explanation_to_scene, add_segmentation_node, label_color_node
-from .graph import RoIGraphNodes, edge_style, show_roi_graph, update_roi_graph
+from .graph import RoIGraphNodes, edge_style, restore_roi_graph, show_roi_graph, update_roi_graph
 from .heatmaps import (
     DIVERGING_COLORS,
     add_heatmap_volume_rendering,
     diverging_color_node,
+    heatmap_window_limit,
     set_slice_layers,
     show_heatmap,
     symmetric_limit,
@@ -40,7 +41,7 @@ __all__ = [
     "render_comparison", "DIVERGING_COLORS", "LPS_TO_RAS", "OffscreenSliceView", "OffscreenThreeDView",
     "RoIGraphNodes", "SlicerContext", "add_explanation_to_scene", "add_heatmap_volume_rendering",
     "add_segmentation_node", "add_volume_node", "create_headless_scene", "diverging_color_node", "edge_style",
-    "get_context", "get_provenance", "in_slicer_application", "label_color_node", "matrix_chart",
+    "get_context", "get_provenance", "heatmap_window_limit", "restore_roi_graph", "in_slicer_application", "label_color_node", "matrix_chart",
     "matrix_to_table", "metrics_to_table", "node_ijk_to_ras", "offscreen_rendering_available", "provenance_attributes", "render_3d",
     "render_slice", "save_png", "set_provenance", "set_slice_layers", "show_heatmap", "show_roi_graph",
     "symmetric_limit", "tile_images", "update_roi_graph", "update_volume_node", "volume_from_node",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .graph import show_roi_graph
-from .heatmaps import add_heatmap_volume_rendering, set_slice_layers, show_heatmap, symmetric_limit
+from .heatmaps import add_heatmap_volume_rendering, heatmap_window_limit, set_slice_layers, show_heatmap
 from .matrix import matrix_chart, matrix_to_table, metrics_to_table
 from .provenance import provenance_attributes, set_provenance
 from .scene import get_context
@@ -56,6 +56,7 @@ def add_segmentation_node(labels: Any, label_names: Sequence[str], name: str = "
     segmentation.CreateDefaultDisplayNodes()
     ok = ctx.logic("Segmentations").ImportLabelmapToSegmentationNode(labelmap, segmentation)
     scene.RemoveNode(labelmap)
+    scene.RemoveNode(colors)  # segments now carry the names and colours: no orphan colour table per run
     if not ok:
         raise RuntimeError(f"Slicer could not import the label map '{name}' as a segmentation.")
     segmentation.CreateClosedSurfaceRepresentation()
@@ -109,9 +110,9 @@ def add_explanation_to_scene(
             continue
         node = tag(add_volume_node(heat, f"{prefix} {class_name}", scene=scene), "heatmap", attribution_of=class_name)
         nodes[f"heatmap:{class_name}"] = node
+        limit = heatmap_window_limit(node, heatmap_percentile)  # stored on the node: the one window rule
         if first is None:
             first = node
-            limit = symmetric_limit(heat.array, heatmap_percentile)
             show_heatmap(node, image, opacity=heatmap_opacity, limit=limit)
             nodes["volume_rendering"] = add_heatmap_volume_rendering(node, limit=limit)
     if first is None:

@@ -8,6 +8,7 @@ exported graph; :func:`update_roi_graph` redraws the lines for a new top-k / thr
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -20,7 +21,14 @@ from ..pipelines.roi_graph import label_centroids_mm, select_edges
 from ..volume import Volume
 from .scene import get_context
 
-__all__ = ["RoIGraphNodes", "edge_style", "show_roi_graph", "update_roi_graph"]
+__all__ = ["GRAPH_STATE_ATTRIBUTE", "RoIGraphNodes", "edge_style", "restore_roi_graph", "show_roi_graph",
+           "update_roi_graph"]
+
+#: Attribute of the graph's points node holding what a redraw needs (matrix, names, positions) as JSON, so the
+#: graph stays interactive after the scene is saved and reloaded (Python objects do not survive that).
+GRAPH_STATE_ATTRIBUTE = "XAIExplainer.graphState"
+#: Node reference role from each edge line to its graph's points node.
+GRAPH_REFERENCE_ROLE = "XAIExplainer.graphNodes"
 
 #: Line diameters (mm) of the weakest and strongest drawn edge.
 MIN_DIAMETER_MM, MAX_DIAMETER_MM = 1.5, 5.0
@@ -91,6 +99,7 @@ def _draw_lines(graph: RoIGraphNodes, top_k: int | None, threshold: float | None
         _apply_attributes(line, graph.attributes)
         line.SetAttribute("XAIExplainer.edge", f"{source} -> {target}")
         line.SetAttribute("XAIExplainer.weight", repr(weight))
+        line.SetNodeReferenceID(GRAPH_REFERENCE_ROLE, graph.points.GetID())
         graph.lines.append(line)
         graph.edges.append((source, target, weight))
 
@@ -145,8 +154,38 @@ def show_roi_graph(
     _apply_attributes(points, attrs)
     graph = RoIGraphNodes(points=points, lines=[], edges=[], positions=positions, matrix=m, roi_names=roi_names,
                           class_names=class_names, name=name, attributes=attrs)
+    _store_state(graph)
     _draw_lines(graph, top_k, threshold)
     return graph
+
+
+def _store_state(graph: RoIGraphNodes) -> None:
+    state = {"matrix": graph.matrix.tolist(), "roi_names": graph.roi_names, "class_names": graph.class_names,
+             "positions": {k: list(v) for k, v in graph.positions.items()}, "name": graph.name}
+    graph.points.SetAttribute(GRAPH_STATE_ATTRIBUTE, json.dumps(state))
+
+
+def restore_roi_graph(points: Any) -> RoIGraphNodes:
+    """The :class:`RoIGraphNodes` of a graph found in a (reloaded) scene, from its points node alone."""
+    text = points.GetAttribute(GRAPH_STATE_ATTRIBUTE) if points is not None else None
+    if not text:
+        raise SceneInputError("This node is not the points node of an XAIExplainer RoI graph (no saved graph state).")
+    state = json.loads(text)
+    scene = points.GetScene()
+    lines, edges = [], []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode")):
+        line = scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
+        if line.GetNodeReferenceID(GRAPH_REFERENCE_ROLE) == points.GetID():
+            source, _, target = (line.GetAttribute("XAIExplainer.edge") or "").partition(" -> ")
+            lines.append(line)
+            edges.append((source, target, float(line.GetAttribute("XAIExplainer.weight") or 0.0)))
+    keys = list(points.GetAttributeNames() or [])
+    attributes = {k: points.GetAttribute(k) for k in keys if k != GRAPH_STATE_ATTRIBUTE}
+    return RoIGraphNodes(points=points, lines=lines, edges=edges,
+                         positions={k: tuple(v) for k, v in state["positions"].items()},
+                         matrix=np.asarray(state["matrix"], dtype=np.float64), roi_names=list(state["roi_names"]),
+                         class_names=list(state["class_names"]), name=state.get("name", "RoI graph"),
+                         attributes=attributes)
 
 
 def update_roi_graph(
@@ -161,5 +200,6 @@ def update_roi_graph(
         if m.shape != graph.matrix.shape:
             raise SceneInputError(f"The new matrix has shape {m.shape}; the graph was drawn for {graph.matrix.shape}.")
         graph.matrix = m
+        _store_state(graph)
     _draw_lines(graph, top_k, threshold)
     return graph

@@ -23,6 +23,9 @@ __all__ = [
     "set_slice_layers",
     "show_heatmap",
     "symmetric_limit",
+    "heatmap_window_limit",
+    "WINDOW_ATTRIBUTE",
+    "WINDOW_PERCENTILE",
 ]
 
 #: (position in [0, 1], r, g, b): blue for negative, white for zero, red for positive (Moreland's cool-warm ends).
@@ -76,20 +79,43 @@ def symmetric_limit(array: np.ndarray, percentile: float | None = None) -> float
     return m if m > 0 else float(nonzero.max())
 
 
+#: Percentile of the non-zero |values| that sets a heatmap's window: a few extreme gradient voxels must not wash
+#: out the rest (±max was 4.4x wider on a real run).
+WINDOW_PERCENTILE = 99.5
+#: Node attribute remembering the window half-width chosen for a heatmap (saved with the scene).
+WINDOW_ATTRIBUTE = "XAIExplainer.windowLimit"
+
+
+def heatmap_window_limit(heatmap_node: Any, percentile: float | None = WINDOW_PERCENTILE) -> float:
+    """The one display rule: m from ``percentile`` the first time, then the value stored on the node.
+
+    Selecting a heatmap again (or after a scene reload) therefore never resets the window the user first saw.
+    """
+    stored = heatmap_node.GetAttribute(WINDOW_ATTRIBUTE)
+    if stored:
+        return float(stored)
+    m = symmetric_limit(su.arrayFromVolume(heatmap_node), percentile)
+    heatmap_node.SetAttribute(WINDOW_ATTRIBUTE, repr(float(m)))
+    return m
+
+
 def show_heatmap(
     heatmap_node: Any,
     background_node: Any = None,
     opacity: float = 0.6,
     limit: float | None = None,
-    percentile: float | None = None,
+    percentile: float | None = WINDOW_PERCENTILE,
     transparent_fraction: float = 0.04,
 ) -> Any:
     """Style ``heatmap_node`` with the diverging table and window [-m, m]; overlay it on ``background_node``.
 
     Returns the heatmap's display node. The overlay is set in every slice view of the scene. Values with
-    |v| < ``transparent_fraction`` * m are see-through (raise it for noisy gradient maps).
+    |v| < ``transparent_fraction`` * m are see-through (raise it for noisy gradient maps). Without ``limit``,
+    m follows :func:`heatmap_window_limit` (computed once per heatmap, then reused).
     """
-    m = float(limit) if limit is not None else symmetric_limit(su.arrayFromVolume(heatmap_node), percentile)
+    if limit is not None:
+        heatmap_node.SetAttribute(WINDOW_ATTRIBUTE, repr(float(limit)))
+    m = float(limit) if limit is not None else heatmap_window_limit(heatmap_node, percentile)
     if heatmap_node.GetDisplayNode() is None:
         heatmap_node.CreateDefaultDisplayNodes()
     display = heatmap_node.GetDisplayNode()
@@ -138,7 +164,7 @@ def add_heatmap_volume_rendering(
     Returns the volume rendering display node (its volume property holds the two transfer functions).
     """
     ctx = get_context()
-    m = float(limit) if limit is not None else symmetric_limit(su.arrayFromVolume(heatmap_node))
+    m = float(limit) if limit is not None else heatmap_window_limit(heatmap_node)
     vr_logic = ctx.logic("VolumeRendering")
     display = vr_logic.GetFirstVolumeRenderingDisplayNode(heatmap_node)
     if display is None:
