@@ -198,5 +198,9 @@ def test_fill_mean_and_blur_change_the_perturbation():
     shifted = x.clone()
     shifted[0, 0] = x[0, 0] - means[ids]
     np.testing.assert_allclose(mean.weights.numpy(), _coefficients(model, shifted, ids), rtol=1e-6, atol=1e-8)
-    blur = image_reg_lime(model, x, target, fill="blur", **common)
+    blur = image_reg_lime(model, x, target, fill="blur", blur_sigma=1.5, **common)
+    from scipy.ndimage import gaussian_filter
+
+    blurred = torch.from_numpy(gaussian_filter(x.numpy(), sigma=(0, 0, 1.5, 1.5, 1.5)))
+    np.testing.assert_allclose(blur.weights.numpy(), _coefficients(model, x - blurred, ids), rtol=1e-6, atol=1e-8)
     assert not np.allclose(blur.weights.numpy(), zero.weights.numpy())
