@@ -11,6 +11,7 @@ from .vanilla_gradient import vanilla_gradient  # noqa: I001
 from .smoothgrad import smoothgrad
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
+from .lime import image_reg_lime
 from ..models.sliding_window import SlidingWindow
 from .registry import (
     MethodFunctions,
@@ -41,6 +42,7 @@ __all__ = [
     "available_methods",
     "call_method",
     "get_method",
+    "image_reg_lime",
     "integrated_gradients",
     "kernel_shap",
     "kernel_shap_cubes",

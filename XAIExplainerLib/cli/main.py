@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(func=_segment)
 
     from ..extras import benchmark
-    from . import explain
+    from . import explain, lime
 
-    for module in (explain, benchmark):
+    for module in (explain, lime, benchmark):
         module.register(commands)
     return parser
 

@@ -1,0 +1,104 @@
+"""``xai-explainer lime``: Image-Reg-LIME heatmaps of a regression model's prediction (issue 11).
+
+Parses arguments and calls :func:`XAIExplainerLib.pipelines.regression.explain_regression`; the method's option
+flags are read from the registry when the parser is built, so they never drift from the method. Outputs, options,
+targets and the label map are all checked before the model is loaded or run.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .options import add_common_options, positive_int
+
+METHOD = "image_reg_lime"
+_DEST = "lime_option_"
+#: options the command exposes through its own flags (``--supervoxels`` also takes a label map file)
+_OWN_FLAGS = ("supervoxels",)
+
+
+def _method_spec() -> Any:
+    from ..attribution.registry import get_method
+
+    return get_method(METHOD)
+
+
+def _add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per registered option of Image-Reg-LIME, with its default and range in the help."""
+    group = parser.add_argument_group("Image-Reg-LIME options")
+    for option in _method_spec().options:
+        if option.name in _OWN_FLAGS:
+            continue
+        group.add_argument(option.flag, dest=_DEST + option.name, metavar="VALUE",
+                           help=f"{option.help} (default {option.default!r}; {option.allowed()})")
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The option flags given, validated by the registry (unknown values and ranges fail here, before loading)."""
+    spec = _method_spec()
+    params = {o.name: getattr(args, _DEST + o.name) for o in spec.options
+              if getattr(args, _DEST + o.name, None) is not None}
+    if args.supervoxels in ("slic", "cubes"):
+        params["supervoxels"] = args.supervoxels
+    return spec.validate(params)
+
+
+def _targets(values: list[str] | None) -> list[int | str] | None:
+    """Target names, or indices when a value is a whole number."""
+    if not values:
+        return None
+    return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+
+
+def _lime(args: argparse.Namespace) -> int:
+    from ..models.outputs import RegressionModel
+    from ..outputs import check_output_folder, sweep_stale_temporaries
+    from ..pipelines.regression import build_target, explain_regression, save_regression_explanation
+    from ..progress import cli_progress
+    from ..volume import ensure_finite, read_volume, require_same_grid
+
+    label_map_path = None if args.supervoxels in ("slic", "cubes") else args.supervoxels
+    output = check_output_folder(args.output, [args.input, args.model, label_map_path], overwrite=args.overwrite)
+    params = _params(args)
+    volume = ensure_finite(read_volume(args.input))
+    label_map = read_volume(label_map_path) if label_map_path else None
+    if label_map is not None:
+        require_same_grid(volume, label_map, "label map")
+    model = RegressionModel.load(args.model, device=args.device)
+    targets = _targets(args.targets)
+    build_target(model, targets, args.score, args.reference)  # bad names / reference: before any forward
+    sweep_stale_temporaries(output.absolute().parent)
+    report, close = cli_progress(args.progress_lines, "lime")
+    try:
+        expl = explain_regression(volume, model, targets=targets, score=args.score, reference=args.reference,
+                                  method_params=params, label_map=label_map, seed=args.seed,
+                                  batch_size=args.batch_size, progress=report)
+    finally:
+        close()
+    save_regression_explanation(expl, output, overwrite=args.overwrite)
+    for name, r2 in zip(expl.target_names, expl.r2):
+        print(f"{name}: prediction {expl.predictions.get(name, float('nan')):.6g}, surrogate R² {r2:.3f}")
+    print(f"wrote {output}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``lime`` to the ``xai-explainer`` command."""
+    p = subparsers.add_parser("lime", help="Image-Reg-LIME: which supervoxels drive a regression model's outputs")
+    p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
+    p.add_argument("--model", required=True, help="regression weights (.pt + JSON naming a MONAI network) or "
+                                                  "TorchScript (+ JSON with target_names)")
+    p.add_argument("--targets", nargs="+", help="target names or indices to explain (default: all)")
+    p.add_argument("--score", default="higher", choices=["higher", "lower", "closeness"],
+                   help="higher: the prediction; lower: its negative; closeness: 'why was --reference not "
+                        "predicted?' for one target (default: higher)")
+    p.add_argument("--reference", type=float, help="reference value a* (with --score closeness and one target)")
+    p.add_argument("--supervoxels", default="slic", metavar="slic|cubes|LABELMAP",
+                   help="SLIC (default), a grid of cubes, or a label map file on the input's grid")
+    _add_method_flags(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the perturbation samples")
+    p.add_argument("--batch-size", type=positive_int, help="perturbed volumes per forward (default: from memory)")
+    p.add_argument("--output", required=True, help="folder to create (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_common_options(p)
+    p.set_defaults(func=_lime)
