@@ -214,7 +214,7 @@ def test_cancel_stops_the_process_tree_and_removes_the_work_folder(module, tmp_p
     logic.explain(params.inputVolume, params.modelPath, method="smoothgrad", methodParameters={"n_samples": 500},
                   device="cpu", onProgress=lambda f, m: progress.append(m))
     assert _work_folders() - before, "the job's work folder was not created"
-    launcher = psutil.Process(logic._task.command._process.pid)
+    launcher = psutil.Process(logic._job.command._process.pid)
     deadline = time.monotonic() + 120
     while not progress and time.monotonic() < deadline:  # the stand-in QTimer never fires: poll like it would
         logic._timer.slot()
