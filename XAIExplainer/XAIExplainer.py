@@ -504,6 +504,8 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         #: interpreter of the background process; None: Slicer's PythonSlicer launcher
         self.pythonExecutable: Optional[str] = None
         self.dependenciesChecked = False
+        #: where job work folders are made; None: Slicer's temporary folder (the system's outside Slicer)
+        self.workRoot: Optional[Path] = None
 
     def getParameterNode(self):
         return XAIExplainerParameterNode(super().getParameterNode())
@@ -645,10 +647,9 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    @staticmethod
-    def newWorkFolder(kind: str) -> Path:
+    def newWorkFolder(self, kind: str) -> Path:
         """A fresh temporary folder for one job (under Slicer's temporary path); removed when the job ends."""
-        root = slicer.app.temporaryPath if hasattr(slicer, "app") else None
+        root = self.workRoot or (slicer.app.temporaryPath if hasattr(slicer, "app") else None)
         return Path(tempfile.mkdtemp(prefix=f"XAIExplainer-{kind}-", dir=root))
 
     def isRunning(self) -> bool:
