@@ -157,3 +157,28 @@ def test_load_explanation_names_what_is_missing(tmp_path):
     (tmp_path / "provenance.json").write_text("{}")
     with pytest.raises(VolumeReadError, match="has no matrix.json"):
         load_explanation(tmp_path)
+
+
+def test_background_job_reports_a_missing_result_record_and_always_removes_its_folder(tmp_path):
+    """A command that exits 0 without writing its --result-json record is a failure, not an empty result."""
+    from XAIExplainerLib.background import BackgroundJob
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.nii.gz").write_bytes(b"copy of the user's volume")
+    finished = []
+    job = BackgroundJob([sys.executable, "-c", "import sys"], work, load=lambda record: record,
+                        on_finished=lambda r, e: finished.append((r, e))).start()
+    while job.running:  # polled like the module's QTimer does (running stays True until the output is read)
+        job.poll()
+        time.sleep(0.02)
+    result, error = job.finish()
+    assert result is None and "reported no result" in error and finished == [(None, error)]
+    assert not work.exists()
+    work.mkdir()
+    script = "import json, sys; json.dump({'ok': 1}, open(sys.argv[sys.argv.index('--result-json') + 1], 'w'))"
+    job = BackgroundJob([sys.executable, "-c", script], work, load=lambda record: record["ok"] + 1).start()
+    while job.running:  # polled like the module's QTimer does (running stays True until the output is read)
+        job.poll()
+        time.sleep(0.02)
+    assert job.finish() == (2, None) and not work.exists()

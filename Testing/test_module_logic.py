@@ -31,8 +31,11 @@ from XAIExplainerLib.slicer_bridge import create_headless_scene  # noqa: E402
 CLASSES = ["frontal_L", "cerebellum"]
 
 
+WORK_ROOT = Path(tempfile.mkdtemp(prefix="xai-module-logic-"))  # this test's own, so parallel runs cannot interfere
+
+
 def _work_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("XAIExplainer-*")}
+    return {p.name for p in WORK_ROOT.glob("XAIExplainer-*")}
 
 
 def _user_colour_tables(scene) -> set[str]:
@@ -59,6 +62,7 @@ def session(module, tmp_path_factory):
     ctx = create_headless_scene()
     logic = module.XAIExplainerLogic()
     logic.pythonExecutable = sys.executable
+    logic.workRoot = WORK_ROOT
     params = logic.getParameterNode()
     assert str(params.modelPath) == "."  # what a fresh parameter node holds ...
     logic.offerDemoModel(params)  # ... and what the widget shows instead when the module opens
@@ -140,11 +144,10 @@ def test_explanation_sits_in_one_run_folder_named_after_method_and_time(session)
 def test_no_orphan_colour_tables_and_no_temporary_folders(session):
     assert session["tables_after"] - session["tables_before"] == {"XAIExplainer Diverging"}
     assert session["folders_after"] == session["folders_before"]
-    temp = tempfile.gettempdir()
     for key, node in session["nodes"].items():
         if hasattr(node, "GetAttributeNames"):
             for name in node.GetAttributeNames() or ():
-                assert f"{temp}/XAIExplainer-" not in (node.GetAttribute(name) or ""), (key, name)
+                assert f"{WORK_ROOT}/XAIExplainer-" not in (node.GetAttribute(name) or ""), (key, name)
 
 
 def test_heatmap_window_is_applied_once(session):
@@ -207,6 +210,7 @@ def test_cancel_stops_the_process_tree_and_removes_the_work_folder(module, tmp_p
     create_headless_scene()
     logic = module.XAIExplainerLogic()
     logic.pythonExecutable = str(_launcher(tmp_path))
+    logic.workRoot = WORK_ROOT
     params = logic.getParameterNode()
     logic.loadDemo(params)
     before = _work_folders()
@@ -214,7 +218,7 @@ def test_cancel_stops_the_process_tree_and_removes_the_work_folder(module, tmp_p
     logic.explain(params.inputVolume, params.modelPath, method="smoothgrad", methodParameters={"n_samples": 500},
                   device="cpu", onProgress=lambda f, m: progress.append(m))
     assert _work_folders() - before, "the job's work folder was not created"
-    launcher = psutil.Process(logic._task.command._process.pid)
+    launcher = psutil.Process(logic._job.command._process.pid)
     deadline = time.monotonic() + 120
     while not progress and time.monotonic() < deadline:  # the stand-in QTimer never fires: poll like it would
         logic._timer.slot()

@@ -483,19 +483,6 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class _Task:
-    """One running CLI command, what to do with its result record when it succeeds, and whom to tell."""
-
-    def __init__(self, command, load: Callable[[dict], Any], workDir: Path,
-                 onProgress: Optional[Callable[[float, str], None]], onFinished: Optional[Callable]) -> None:
-        self.command = command
-        self.load = load
-        self.workDir = workDir
-        self.resultFile = workDir / "result.json"
-        self.onProgress = onProgress
-        self.onFinished = onFinished
-
-
 class XAIExplainerLogic(ScriptedLoadableModuleLogic):
     """Segment and explain without the GUI, e.g. from the Python console::
 
@@ -512,11 +499,13 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._task: Optional[_Task] = None
+        self._job = None  # the running XAIExplainerLib.background.BackgroundJob
         self._timer = None
         #: interpreter of the background process; None: Slicer's PythonSlicer launcher
         self.pythonExecutable: Optional[str] = None
         self.dependenciesChecked = False
+        #: where job work folders are made; None: Slicer's temporary folder (the system's outside Slicer)
+        self.workRoot: Optional[Path] = None
 
     def getParameterNode(self):
         return XAIExplainerParameterNode(super().getParameterNode())
@@ -658,26 +647,22 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    @staticmethod
-    def newWorkFolder(kind: str) -> Path:
+    def newWorkFolder(self, kind: str) -> Path:
         """A fresh temporary folder for one job (under Slicer's temporary path); removed when the job ends."""
-        root = slicer.app.temporaryPath if hasattr(slicer, "app") else None
+        root = self.workRoot or (slicer.app.temporaryPath if hasattr(slicer, "app") else None)
         return Path(tempfile.mkdtemp(prefix=f"XAIExplainer-{kind}-", dir=root))
 
     def isRunning(self) -> bool:
         """True from the start of a computation until its results were loaded (or it failed / was cancelled)."""
-        return self._task is not None
+        return self._job is not None
 
     def cancel(self) -> None:
         """Stop the running computation (its whole process tree) and delete its temporary folder."""
-        task = self._task
-        if task is None:
-            return
-        task.command.cancel()
+        job, self._job = self._job, None
         self._stopTimer()
-        self._task = None
-        shutil.rmtree(task.workDir, ignore_errors=True)
-        logging.info("XAIExplainer: computation cancelled")
+        if job is not None:
+            job.cancel()
+            logging.info("XAIExplainer: computation cancelled")
 
     def _stopTimer(self) -> None:
         if self._timer is not None:
@@ -685,18 +670,18 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
             self._timer = None
 
     def _start(self, cliArgs: list, load: Callable[[dict], Any], workDir: Path, onProgress, onFinished, wait: bool):
-        from XAIExplainerLib.slicer_bridge.module_io import BackgroundCommand
+        """Run ``xai-explainer <cliArgs>`` as a BackgroundJob; poll it from a QTimer (or here, with ``wait``)."""
+        from XAIExplainerLib.slicer_bridge.module_io import BackgroundJob
 
         if self.isRunning():
             raise RuntimeError(_("Another XAIExplainer computation is running; wait for it or press Cancel."))
         args = [self.pythonSlicerExecutable(), "-m", "XAIExplainerLib.cli", *[str(a) for a in cliArgs],
-                "--progress-lines", "--result-json", str(workDir / "result.json")]
+                "--progress-lines"]
         logging.info("XAIExplainer: running " + " ".join(args))
-        command = BackgroundCommand(args, env=self.processEnvironment()).start()
-        self._task = _Task(command, load, workDir, onProgress, onFinished)
+        self._job = BackgroundJob(args, workDir, load, onProgress, onFinished, env=self.processEnvironment()).start()
         if wait:
-            while command.running:
-                self._pollTask(self._task)
+            while self._job.running:
+                self._job.poll()
                 if hasattr(slicer, "app"):
                     slicer.app.processEvents()
                 time.sleep(self.POLL_INTERVAL_MS / 1000.0)
@@ -707,46 +692,21 @@ class XAIExplainerLogic(ScriptedLoadableModuleLogic):
         self._timer.start()
         return None
 
-    @staticmethod
-    def _pollTask(task: _Task) -> None:
-        """Log the command's new output lines and forward its latest progress line."""
-        out = task.command.poll()
-        for line in out.lines:
-            logging.info(f"XAIExplainer: {line}")
-        if out.progress is not None and task.onProgress is not None:
-            task.onProgress(*out.progress)
-
     def _onTimer(self) -> None:
-        if self._task is None:
+        if self._job is None:
             self._stopTimer()
             return
-        self._pollTask(self._task)
-        if not self._task.command.running:
+        self._job.poll()
+        if not self._job.running:
             self._stopTimer()
             self._complete(raiseErrors=False)
 
     def _complete(self, raiseErrors: bool):
-        """Load the command's result record into nodes (or report why it failed); always delete the work folder."""
-        task, self._task = self._task, None
-        if task is None:
+        """Hand the finished job's result (or error) to its caller; the job has deleted its work folder."""
+        job, self._job = self._job, None
+        if job is None:
             return None
-        self._pollTask(task)
-        result, error = None, None
-        if task.command.cancelled:
-            error = _("cancelled")
-        elif task.command.returncode != 0:
-            error = task.command.error_text()
-        else:
-            try:
-                from XAIExplainerLib.slicer_bridge.module_io import read_result_json
-
-                result = task.load(read_result_json(task.resultFile))
-            except Exception as exc:  # noqa: BLE001 - reported to the user, with the traceback in the log
-                logging.exception("XAIExplainer: loading the results failed")
-                error = f"{type(exc).__name__}: {exc}"
-        shutil.rmtree(task.workDir, ignore_errors=True)
-        if task.onFinished is not None:
-            task.onFinished(result, error)
+        result, error = job.finish()
         if error is not None and raiseErrors:
             raise RuntimeError(error)
         return result

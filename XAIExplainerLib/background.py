@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 from .progress import parse_progress_line
 
-__all__ = ["BackgroundCommand", "CommandOutput", "kill_process_tree", "process_tree", "python_module_command"]
+__all__ = ["BackgroundCommand", "BackgroundJob", "CommandOutput", "kill_process_tree", "process_tree", "python_module_command"]
 
 
 class CommandOutput:
@@ -191,3 +191,74 @@ def _stop_popen(process: subprocess.Popen, grace_seconds: float) -> None:
 def python_module_command(python: str | None, module: str, *args: str) -> list[str]:
     """``[python, "-m", module, *args]`` (``sys.executable`` when no interpreter is given)."""
     return [python or sys.executable, "-m", module, *[str(a) for a in args]]
+
+
+class BackgroundJob:
+    """One CLI run of the Slicer module: its command, its work folder and what to do with its result record.
+
+    Why a class here and not module code: starting, polling, finishing and cancelling are the same for every
+    command, and Qt-free they are tested without Slicer. ``args`` is the full command line; ``--result-json`` is
+    appended. ``load(record)`` turns the CLI's JSON record into nodes; its exceptions become the error message.
+    The work folder (with the exported input) is deleted when the job ends, however it ends.
+    """
+
+    def __init__(self, args: Sequence[str], work_dir: "os.PathLike[str] | str", load,
+                 on_progress=None, on_finished=None, env: Mapping[str, str] | None = None) -> None:
+        from pathlib import Path
+
+        self.work_dir = Path(work_dir)
+        self.result_file = self.work_dir / "result.json"
+        self.command = BackgroundCommand([*args, "--result-json", str(self.result_file)], env=env)
+        self.load = load
+        self.on_progress = on_progress
+        self.on_finished = on_finished
+
+    def start(self) -> "BackgroundJob":
+        self.command.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.command.running
+
+    def poll(self) -> None:
+        """Log new output lines and forward the latest progress (call it from a timer)."""
+        import logging
+
+        out = self.command.poll()
+        for line in out.lines:
+            logging.info(f"XAIExplainer: {line}")
+        if out.progress is not None and self.on_progress is not None:
+            self.on_progress(*out.progress)
+
+    def finish(self):
+        """``(result, error)`` once the command ended: the loaded record, or why there is none. Cleans up."""
+        import json
+        import logging
+        import shutil
+
+        self.poll()
+        result, error = None, None
+        if self.command.cancelled:
+            error = "cancelled"
+        elif self.command.returncode != 0:
+            error = self.command.error_text()
+        elif not self.result_file.is_file():
+            error = f"the background process reported no result ({self.result_file.name} is missing); see the log"
+        else:
+            try:
+                result = self.load(json.loads(self.result_file.read_text()))
+            except Exception as exc:  # noqa: BLE001 - reported to the user, with the traceback in the log
+                logging.exception("XAIExplainer: loading the results failed")
+                error = f"{type(exc).__name__}: {exc}"
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self.on_finished is not None:
+            self.on_finished(result, error)
+        return result, error
+
+    def cancel(self) -> None:
+        """Stop the whole process tree and delete the work folder."""
+        import shutil
+
+        self.command.cancel()
+        shutil.rmtree(self.work_dir, ignore_errors=True)

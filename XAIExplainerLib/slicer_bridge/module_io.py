@@ -9,20 +9,19 @@ Subject Hierarchy folder named after the method and the time.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..background import BackgroundCommand  # re-exported: the module reaches the core only through the bridge
+from ..background import BackgroundJob  # re-exported: the module reaches the core only through the bridge
 from ..errors import SceneInputError
 from .scene import get_context
 from .volumes import LPS_TO_RAS, volume_from_node
 
-__all__ = ["BackgroundCommand", "compute_devices", "load_demo_volume", "DEMO_MODEL", "DEMO_T1", "export_input_volume", "export_roi_segmentation", "labels_to_segmentation", "load_explanation_nodes",
-           "read_result_json", "run_folder", "world_ijk_to_ras", "detach_provenance"]
+__all__ = ["BackgroundJob", "compute_devices", "load_demo_volume", "DEMO_MODEL", "DEMO_T1", "export_input_volume", "export_roi_segmentation", "labels_to_segmentation", "load_explanation_nodes",
+           "run_folder", "world_ijk_to_ras", "detach_provenance"]
 
 
 def world_ijk_to_ras(node: Any) -> tuple[np.ndarray, bool]:
@@ -122,14 +121,6 @@ def _unreferenced(scene: Any, node: Any) -> bool:
                    for k in range(other.GetNumberOfNodeReferences(role))):
                 return False
     return True
-
-
-def read_result_json(path: Path) -> dict:
-    """The record the CLI wrote with ``--result-json`` (only on success)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SceneInputError(f"The background process reported no result ({path} is missing); see the log.")
-    return json.loads(path.read_text())
 
 
 def labels_to_segmentation(labels: Any, label_names: Sequence[str], reference_volume: Any,
