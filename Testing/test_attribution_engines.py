@@ -189,3 +189,13 @@ def test_inputs_are_copied_cast_to_the_network_dtype_and_baselines_broadcast():
     assert float(baseline_tensor(torch.full(SHAPE, 2.0), x).mean()) == 2.0  # a (D, H, W) volume broadcasts
     with pytest.raises(GeometryMismatchError, match="baseline"):
         baseline_tensor(torch.zeros(3, 3, 3), x)
+
+
+def test_a_device_that_contradicts_the_model_is_a_named_error():
+    from XAIExplainerLib.attribution.inputs import choose_device
+
+    net = torch.nn.Conv3d(1, 1, 1)  # on the CPU
+    x = torch.rand(1, 1, *SHAPE)
+    assert choose_device(net, x) == torch.device("cpu") and choose_device(lambda t: t, x) == x.device
+    with pytest.raises(DeviceError, match="lives on cpu"):
+        choose_device(net, x, torch.device("meta"))

@@ -58,7 +58,8 @@ def choose_device(model: Any, x: Any, device: Any = None) -> "torch.device":
             return own
         return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
     wanted = resolve_device(device)
-    if own is not None and own.type != wanted.type:
+    different_index = own is not None and None not in (own.index, wanted.index) and own.index != wanted.index
+    if own is not None and (own.type != wanted.type or different_index):
         raise DeviceError(
             f"The model lives on {own} but device={wanted} was requested; load the model on {wanted} "
             f"(e.g. SegmentationModel.load(path, device='{wanted}')) or pass device=None."
