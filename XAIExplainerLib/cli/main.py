@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(func=_segment)
 
     from ..extras import benchmark
-    from . import explain
+    from . import explain, ibix
 
-    for module in (explain, benchmark):
+    for module in (explain, ibix, benchmark):
         module.register(commands)
     return parser
 
