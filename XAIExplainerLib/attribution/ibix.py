@@ -81,6 +81,15 @@ def _perturbed(x: Any, region: Any, hs: list[float]) -> Any:
     return x + h * region.to(x.device, x.dtype)
 
 
+def default_batch(x: Any, batch_size: int | None) -> int:
+    """Jittered inputs per pass. Runs are gradient-free, so the gradient engine's memory probe (bytes saved for
+    backward) measures nothing; a fixed default is used instead: 16 on CUDA (out-of-memory halves it), 2 on the CPU
+    (where running out of memory kills the process instead of raising)."""
+    if batch_size is not None:
+        return int(batch_size)
+    return 16 if x.device.type == "cuda" else 2
+
+
 def _response(out: Any, base: Any, hs: list[float], variant: str) -> Any:
     """Per-jitter response: (f − f0)/h (paper) or |f − f0| (authors)."""
     import torch
@@ -111,8 +120,8 @@ def forward_map(model: Callable, x: Any, region: Any, *, jitter_range: float, n_
     def commit(start: int, stop: int, summed: Any) -> None:
         total.add_(summed)
 
-    run_batches(len(hs), compute, commit, device=x.device, method="IBIX forward map", batch_size=batch_size,
-                probe=False, first_batch=min(len(hs), 8), what="jittered runs", item="jitter", progress=progress)
+    run_batches(len(hs), compute, commit, device=x.device, method="IBIX forward map",
+                batch_size=default_batch(x, batch_size), what="jittered runs", item="jitter", progress=progress)
     return total / len(hs)
 
 

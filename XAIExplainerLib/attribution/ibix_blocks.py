@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import InvalidVolumeError, MethodParameterError
 from ._batching import run_batches
-from .ibix import BACKWARD_VARIANTS, DEFAULT_N, _broadcast_output_region, _output_of, _response, check_region, jitters
+from .ibix import (BACKWARD_VARIANTS, DEFAULT_N, _broadcast_output_region, _output_of, _response, check_region,
+                   default_batch, jitters)
 from .supervoxels import cube_supervoxels, semantic_supervoxels
 
 DEFAULT_BLOCKS = 500
@@ -97,8 +98,7 @@ def block_scores(model: Callable, x: Any, output_region: Any, blocks: np.ndarray
                 scores[block] = _block_score(partial.pop(block) / n_h, inside, variant)
 
     run_batches(n_blocks * n_h, compute, commit, device=x.device, method="IBIX backward map",
-                batch_size=batch_size, probe=False, first_batch=min(8, n_h), what="jittered runs", item="jitter",
-                progress=progress)
+                batch_size=default_batch(x, batch_size), what="jittered runs", item="jitter", progress=progress)
     return scores
 
 
