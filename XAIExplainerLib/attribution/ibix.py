@@ -66,11 +66,18 @@ def _output_of(model: Callable, x: Any) -> Any:
 
     with torch.no_grad():
         out = model(x)
+    _check_volume_output(out, x)
+    return out
+
+
+def _check_volume_output(out: Any, x: Any) -> None:
+    """An output without a spatial grid (a class vector, a tuple) cannot be related to the input's voxels."""
+    import torch
+
     if not isinstance(out, torch.Tensor) or out.ndim != 5 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelCapabilityError(f"IBIX needs an image-to-image output (batch, channels, D, H, W) to relate to the "
                                    f"input grid; this model returned {shape}.")
-    return out
 
 
 def _perturbed(x: Any, region: Any, hs: list[float]) -> Any:
@@ -130,9 +137,9 @@ def forward_map_exact(model: Callable, x: Any, region: Any) -> Any:
     import torch
 
     region = check_region(region, tuple(x.shape[2:]), "input mask M^x")
-    _output_of(model, x)
     tangent = region.to(x.device, x.dtype).expand_as(x).contiguous()
-    _, jvp = torch.func.jvp(model, (x,), (tangent,))
+    out, jvp = torch.func.jvp(model, (x,), (tangent,))  # one pass: primal and tangent together
+    _check_volume_output(out, x)
     return jvp.detach()[0]
 
 
@@ -140,10 +147,11 @@ def backward_map_exact(model: Callable, x: Any, output_region: Any) -> Any:
     """∇_x Σ_{M^f} f, (C, D, H, W), as one backward pass: paper Eq. 7 at voxel resolution (signed)."""
     import torch
 
-    base = _output_of(model, x)
-    weights = check_region(_broadcast_output_region(output_region, base), tuple(base.shape[1:]), "output mask M^f")
     xg = x.detach().clone().requires_grad_(True)
-    score = (model(xg)[0] * weights.to(base.device, base.dtype)).sum()
+    out = model(xg)  # one forward with a graph, then one backward
+    _check_volume_output(out, x)
+    weights = check_region(_broadcast_output_region(output_region, out), tuple(out.shape[1:]), "output mask M^f")
+    score = (out[0] * weights.to(out.device, out.dtype)).sum()
     (grad,) = torch.autograd.grad(score, xg)
     return grad.detach()[0]
 
