@@ -1,0 +1,118 @@
+"""``xai-explainer ibix`` and the IBIX pipeline on saved TorchScript models with known answers; bad input → one line,
+exit code 2, nothing written."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from XAIExplainerLib.cli.main import main
+from XAIExplainerLib.volume import Volume, read_volume, write_volume
+
+SHAPE = (10, 10, 10)
+KERNEL = torch.randn(1, 1, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+
+
+class Conv(torch.nn.Module):
+    def __init__(self, pool: bool = False) -> None:
+        super().__init__()
+        self.kernel = torch.nn.Parameter(KERNEL.clone())
+        self.pool = pool
+
+    def forward(self, x):
+        y = F.conv3d(x, self.kernel, padding=1)
+        return F.avg_pool3d(y, 2) if self.pool else y
+
+
+class Flat(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :3]
+
+
+def _save(tmp_path, net, name: str):
+    path = tmp_path / f"{name}.pt"
+    torch.jit.script(net).save(str(path))
+    config = tmp_path / f"{name}.json"
+    config.write_text(json.dumps({"kind": "image_to_image", "channel_names": ["out"], "preprocessing": [],
+                                  "axis_order": "zyx", "modality": "MRI"}))
+    return path, config
+
+
+@pytest.fixture
+def case(tmp_path):
+    rng = np.random.default_rng(0)
+    image = Volume(rng.normal(size=SHAPE).astype(np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[3:6, 3:6, 3:6] = 2
+    mask[0:2, 0:2, 0:2] = 1
+    write_volume(image, tmp_path / "in.nii.gz")
+    write_volume(image.with_array(mask), tmp_path / "mask.nii.gz")
+    weights, config = _save(tmp_path, Conv(), "conv")
+    return tmp_path, weights, config, mask
+
+
+def _run(tmp_path, weights, config, *extra) -> int:
+    return main(["ibix", "--input", str(tmp_path / "in.nii.gz"), "--model", str(weights), "--config", str(config),
+                 "--mask", str(tmp_path / "mask.nii.gz"), "--device", "cpu", *extra])
+
+
+def test_cli_forward_exact_and_jittered_equal_mask_convolved_with_kernel(case):
+    tmp, weights, config, mask = case
+    expected = F.conv3d(torch.from_numpy((mask == 2).astype(np.float32))[None, None], KERNEL, padding=1)[0, 0]
+    for extra in (["--exact"], ["--jitter-range", "2", "--jitters", "3"]):
+        out = tmp / f"fw{len(extra)}"
+        assert _run(tmp, weights, config, "--mode", "forward", "--label", "2", "--output", str(out), *extra) == 0
+        fmap = read_volume(out / "forward_out.nii.gz").array
+        assert np.abs(fmap - expected.numpy()).max() < 1e-4 * np.abs(expected.numpy()).max()
+        provenance = json.loads((out / "provenance.json").read_text())
+        assert provenance["mode"] == "forward" and provenance["params"]["mask_voxels"] == 27
+
+
+def test_cli_backward_exact_is_transposed_convolution_on_input_grid(case):
+    tmp, weights, config, mask = case
+    out = tmp / "bw"
+    assert _run(tmp, weights, config, "--mode", "backward", "--label", "2", "--exact", "--output", str(out)) == 0
+    expected = F.conv_transpose3d(torch.from_numpy((mask == 2).astype(np.float32))[None, None], KERNEL,
+                                  padding=1)[0, 0].numpy()
+    bmap = read_volume(out / "backward.nii.gz")
+    assert bmap.shape == SHAPE and np.abs(bmap.array - expected).max() < 1e-5 * np.abs(expected).max()
+
+
+def test_backward_blocks_on_pooled_output_grid(case):
+    """A 2× pooled output covers the same field of view: the mask goes to the coarse grid, the map comes back."""
+    tmp, _, _, _ = case
+    weights, config = _save(tmp, Conv(pool=True), "pooled")
+    out = tmp / "pooled_bw"
+    assert _run(tmp, weights, config, "--mode", "backward", "--label", "1", "--blocks", "cubes", "--blocks-count",
+                "8", "--jitters", "1", "--output", str(out)) == 0
+    bmap = read_volume(out / "backward.nii.gz").array  # M^f = the 2³ corner = one voxel of the pooled grid
+    assert 0 <= bmap.min() and bmap.max() <= 1 + 1e-6
+    assert bmap[0, 0, 0] == bmap.max() and bmap[0, 0, 0] > 10 * bmap[9, 9, 9]  # the block under M^f scores highest
+    fw = tmp / "pooled_fw"
+    assert _run(tmp, weights, config, "--mode", "forward", "--label", "2", "--exact", "--output", str(fw)) == 0
+    assert read_volume(fw / "forward_out.nii.gz").spacing == (2.0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("problem", ["other_grid", "empty", "absent_label", "zero_range", "not_a_volume"])
+def test_bad_input_is_one_line_and_writes_nothing(case, problem, capsys):
+    tmp, weights, config, mask = case
+    args = ["--mode", "forward", "--label", "2"]
+    if problem == "other_grid":
+        write_volume(Volume(np.ones((5, 5, 5), np.uint8), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)), tmp / "mask.nii.gz")
+    elif problem == "empty":
+        write_volume(read_volume(tmp / "in.nii.gz").with_array(np.zeros(SHAPE, np.uint8)), tmp / "mask.nii.gz")
+        args = ["--mode", "backward"]
+    elif problem == "absent_label":
+        args = ["--mode", "forward", "--label", "7"]
+    elif problem == "zero_range":
+        args += ["--jitter-range", "0"]
+    else:
+        weights, config = _save(tmp, Flat(), "flat")
+    out = tmp / "out"
+    assert _run(tmp, weights, config, *args, "--output", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".out")]
