@@ -54,12 +54,11 @@ def write_result_json(path: str | None, record: dict) -> None:
     """
     if not path:
         return
-    import json
     import os
     from pathlib import Path
 
+    from ..io import write_json
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(partial, target)
+    os.replace(write_json(target.with_name(target.name + ".partial"), record), target)
