@@ -251,3 +251,30 @@ def test_probability_files_stay_in_their_folder_and_never_overwrite_each_other(t
                                                         "probability_a_b_3.nii.gz", "probability_background.nii.gz"]
     a_b, a_b_3 = (read_volume(probs / f).array for f in ("probability_a_b.nii.gz", "probability_a_b_3.nii.gz"))
     assert not np.array_equal(a_b, a_b_3)  # channel 2 (2t-1) and channel 3 (0): different maps, both kept
+
+
+def test_labels_beyond_256_classes_do_not_wrap_in_segment_or_explain():
+    """A 300-class model whose winning class is 299 (and 44 elsewhere): uint8 would wrap 299 to 43."""
+    from XAIExplainerLib.explain import explain_volume
+
+    class Split(torch.nn.Module):  # class 299 where the input is bright, class 44 elsewhere
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 300, *x.shape[2:], dtype=x.dtype)
+            out[:, 299] = 10.0 * (x[:, 0] - 0.5)
+            out[:, 44] = -10.0 * (x[:, 0] - 0.5)
+            return out
+
+    array = np.zeros((8, 8, 8), np.float32)
+    array[:, :, 4:] = 1.0
+    volume = Volume(array, spacing=(2.0, 2.0, 2.0))
+    config = ModelConfig(label_names=[f"c{i}" for i in range(300)], modality="CT", intensity_range=(0.0, 1.0),
+                         spacing=(2.0, 2.0, 2.0), roi_size=None, orientation="LPS", axis_order="zyx")
+    model = SegmentationModel.from_network(Split(), config)
+    segmented = model.segment(volume, return_probabilities=False)
+    explained = explain_volume(volume, model, method="vanilla_gradient", classes=["c299"])
+    # the gradient of f_299 lies entirely inside the predicted segment 299 (model space, where the matrix is made)
+    assert explained.context_ratio["c299"] == pytest.approx(1.0)
+    for labels in (segmented.labels.array, segmented.model_space_labels.array, explained.labels.array):
+        assert labels.dtype == np.uint16
+        assert set(np.unique(labels)) == {44, 299}
+        assert (labels[:, :, 5:] == 299).all() and (labels[:, :, :3] == 44).all()

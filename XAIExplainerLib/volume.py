@@ -331,6 +331,12 @@ def resample_to_reference(
     return Volume.from_sitk(out, volume.metadata)
 
 
+def label_dtype(n_labels: int) -> type:
+    """The smallest unsigned type that holds label values 0..n_labels-1 (uint8 up to 256 classes, then uint16), so a
+    model with many classes never wraps its labels around."""
+    return np.uint8 if n_labels <= 256 else np.uint16
+
+
 def labels_on_grid(probabilities: np.ndarray, source: Volume, reference: Volume,
                    keep_probabilities: bool = False) -> tuple[Volume, np.ndarray | None]:
     """THE rule for a label map on another grid: argmax of the linearly resampled class probabilities.
@@ -342,7 +348,7 @@ def labels_on_grid(probabilities: np.ndarray, source: Volume, reference: Volume,
     with ``keep_probabilities``, the (C, z, y, x) float32 probabilities there.
     """
     best = np.full(reference.shape, -np.inf, dtype=np.float32)
-    labels = np.zeros(reference.shape, dtype=np.uint8 if probabilities.shape[0] <= 256 else np.uint16)
+    labels = np.zeros(reference.shape, dtype=label_dtype(probabilities.shape[0]))
     kept = np.empty((probabilities.shape[0], *reference.shape), np.float32) if keep_probabilities else None
     for c in range(probabilities.shape[0]):
         channel = resample_to_reference(source.with_array(np.asarray(probabilities[c], np.float32)), reference,

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DeviceError, ModelConfigError
 from ..progress import ProgressCallback
-from ..volume import Volume, labels_on_grid
+from ..volume import Volume, label_dtype, labels_on_grid
 from .base import ModelAdapter
 
 
@@ -76,7 +76,7 @@ class SegmentationModel(ModelAdapter):
                 "in the model JSON or use --device cpu."
             ) from None
         probs = self.to_array(probabilities)  # (C, z, y, x), model space
-        model_labels = model_space.with_array(probs.argmax(0).astype(np.uint8), space="model")
+        model_labels = model_space.with_array(probs.argmax(0).astype(label_dtype(probs.shape[0])), space="model")
         report(0.7, "resampling to the input grid")
         # one label-map rule for segment and explain (volume.labels_on_grid): argmax of resampled probabilities
         labels, on_input = labels_on_grid(probs, model_space, volume, keep_probabilities=return_probabilities)

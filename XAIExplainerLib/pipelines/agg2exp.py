@@ -28,7 +28,7 @@ from ..errors import GeometryMismatchError, InvalidVolumeError, XAIExplainerErro
 from ..io import atomic_output_folder, safe_name, write_json, write_matrix_csv
 from ..progress import CancelCallback, ProgressCallback, silent, sub_progress
 from ..provenance import run_provenance
-from ..volume import Volume, labels_on_grid, require_same_grid, resample_to_reference, write_volume
+from ..volume import Volume, label_dtype, labels_on_grid, require_same_grid, resample_to_reference, write_volume
 
 __all__ = ["Explanation", "explain_volume", "save_explanation"]
 
@@ -38,7 +38,7 @@ class Explanation:
     """Everything one explained scan produces (volumes on the *input* grid; matrices from model space)."""
 
     image: Volume
-    labels: Volume  # predicted label map on the input grid (uint8)
+    labels: Volume  # predicted label map on the input grid (uint8, uint16 beyond 256 classes)
     class_names: list[str]  # the explained classes, in matrix row order
     attributions: dict[str, Volume]  # class name -> heatmap on the input grid (float32)
     roi_labels: Volume  # the RoI map on the input grid (the prediction unless the user passed RoIs)
@@ -65,7 +65,7 @@ class _Prediction:
     """The clean prediction in model space and the Agg2Exp target fixed from it."""
 
     target: Any  # ClassAggregate
-    labels: np.ndarray  # (z, y, x) uint8 argmax in model space
+    labels: np.ndarray  # (z, y, x) argmax in model space (uint8, uint16 beyond 256 classes)
     label_names: list[str]
     probabilities: np.ndarray  # (C, z, y, x) softmax in model space: the label map on the input grid comes from it
 
@@ -109,7 +109,7 @@ def _predict(model: Any, inputs: common.ModelInput, classes: Any, reduction: str
     label_names = [str(n) for n in model.label_names]
     target = ClassAggregate.from_logits(logits, classes, label_names=label_names, reduction=reduction)
     argmax = logits[0].argmax(0)
-    labels = common.to_array(model, argmax.to(torch.uint8)).astype(np.uint8)  # (z, y, x)
+    labels = common.to_array(model, argmax).astype(label_dtype(len(label_names)))  # (z, y, x)
     to_probabilities = getattr(model, "output_to_probabilities", lambda out: torch.softmax(out, dim=1))
     probabilities = common.to_array(model, to_probabilities(logits)[0])  # the numbers `segment` uses
     if "label_map" in spec.needs:
