@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -21,7 +21,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")
@@ -33,7 +33,7 @@ def matrix_heatmap(matrix: np.ndarray, class_names: Sequence[str], roi_names: Se
     """Classes (rows) × RoIs (columns) heatmap; values printed in the cells when the matrix is small."""
     m = np.asarray(matrix, dtype=float)
     k, r = m.shape
-    fig = _figure(max(4.0, 0.55 * r + 2.5), max(3.0, 0.45 * k + 1.8))
+    fig = new_figure(max(4.0, 0.55 * r + 2.5), max(3.0, 0.45 * k + 1.8))
     ax = fig.add_subplot(1, 1, 1)
     signed = m.min() < 0
     vmax = float(np.abs(m).max()) or 1.0
@@ -50,7 +50,7 @@ def matrix_heatmap(matrix: np.ndarray, class_names: Sequence[str], roi_names: Se
                 ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if abs(m[i, j]) < 0.6 * vmax and not signed else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance graph") -> Path:
@@ -73,7 +73,7 @@ def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance gra
     else:
         sub = g.subgraph(nodes)
         pos = nx.circular_layout(sub) if len(nodes) > 2 else {n: (i, 0) for i, n in enumerate(nodes)}
-    fig = _figure(7, 6)
+    fig = new_figure(7, 6)
     ax = fig.add_subplot(1, 1, 1)
     weights = [d.get("weight", 0.0) for _, _, d in g.edges(data=True)]
     wmax = max(weights, default=1.0) or 1.0
@@ -97,7 +97,7 @@ def draw_graph(g, path: str | os.PathLike[str], title: str = "RoI importance gra
     ax.set_title(title + "\n(arrow b → a: share of class a's attribution in RoI b; ring: context ratio)", fontsize=9)
     ax.set_axis_off()
     ax.margins(0.15)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _slice_index(mask: np.ndarray, heat: np.ndarray, axis: int) -> int:
@@ -126,7 +126,7 @@ def attribution_slices(image: np.ndarray, heat: np.ndarray, labels: np.ndarray, 
     # the map; voxels under 10 % of it are left transparent so the anatomy stays visible.
     vmax = float(np.percentile(np.abs(heat), 99.5)) or float(np.abs(heat).max()) or 1.0
     lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
-    fig = _figure(12, 4.4)
+    fig = new_figure(12, 4.4)
     views = [
         ("axial", 0, lambda a, i: a[i], sy / sx),
         ("coronal", 1, lambda a, i: a[:, i, :], sz / sx),
@@ -155,4 +155,4 @@ def attribution_slices(image: np.ndarray, heat: np.ndarray, labels: np.ndarray, 
     fig.suptitle(title, fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=fig.axes, fraction=0.02, pad=0.02, label="attribution")
-    return _save(fig, path)
+    return save_figure(fig, path)

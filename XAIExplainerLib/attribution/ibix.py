@@ -60,7 +60,7 @@ def check_region(mask: Any, shape: tuple[int, ...], what: str) -> Any:
     return (mask != 0).to(torch.float64 if mask.dtype == torch.float64 else torch.float32)
 
 
-def _output_of(model: Callable, x: Any) -> Any:
+def output_of(model: Callable, x: Any) -> Any:
     """f(x) for a (1, C, D, H, W) input; refused when the output is not a batch of volumes (no grid to map)."""
     import torch
 
@@ -117,7 +117,7 @@ def forward_map(model: Callable, x: Any, region: Any, *, jitter_range: float, n_
         raise MethodParameterError(f"Unknown forward-map variant '{variant}'; use one of {FORWARD_VARIANTS}.")
     hs = jitters(jitter_range, n_jitters)
     region = check_region(region, tuple(x.shape[2:]), "input mask M^x")
-    base = _output_of(model, x)
+    base = output_of(model, x)
     total = torch.zeros_like(base[0])
 
     def compute(start: int, stop: int) -> Any:

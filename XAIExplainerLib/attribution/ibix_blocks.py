@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidVolumeError, MethodParameterError
 from ._batching import run_batches
-from .ibix import (BACKWARD_VARIANTS, DEFAULT_N, _broadcast_output_region, _output_of, _response, check_region,
+from .ibix import (BACKWARD_VARIANTS, DEFAULT_N, _broadcast_output_region, output_of, _response, check_region,
                    default_batch, jitters)
 from .supervoxels import cube_supervoxels, semantic_supervoxels
 
@@ -75,7 +75,7 @@ def block_scores(model: Callable, x: Any, output_region: Any, blocks: np.ndarray
     if variant not in BACKWARD_VARIANTS:
         raise MethodParameterError(f"Unknown backward-map variant '{variant}'; use one of {BACKWARD_VARIANTS}.")
     hs = jitters(jitter_range, n_jitters)
-    base = _output_of(model, x)
+    base = output_of(model, x)
     inside = check_region(_broadcast_output_region(output_region, base), tuple(base.shape[1:]), "output mask M^f")
     inside = inside.to(base.device, base.dtype)
     ids = torch.as_tensor(blocks, device=x.device)

@@ -64,7 +64,7 @@ class VoxelWeighted(Protocol):
     def weights(self, device, dtype) -> "torch.Tensor": ...
 
 
-def _resolve_classes(
+def resolve_classes(
     classes: "Sequence[int | str] | None", names: list[str]
 ) -> list[int]:
     """Map user class specs (indices, names, numeric strings) to unique class indices, in the user's order."""
@@ -169,7 +169,7 @@ class ClassAggregate:
                 )
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
-        indices = _resolve_classes(classes, names)
+        indices = resolve_classes(classes, names)
         with torch.no_grad():
             labels = logits.detach()[0].argmax(0)  # (D, H, W)
             masks = torch.stack([labels == c for c in indices])
@@ -356,7 +356,7 @@ class RegressionScore:
               reference: "float | Sequence[float] | None" = None) -> "RegressionScore":
         """The score of output ``target`` (index or name; None = all) of a model with ``output_names``."""
         names = [str(n) for n in output_names]
-        indices = _resolve_classes(None if target is None else [target], names)
+        indices = resolve_classes(None if target is None else [target], names)
         refs = [] if reference is None else ([float(reference)] if isinstance(reference, (int, float))
                                              else [float(r) for r in reference])
         return cls(mode, [names[i] for i in indices], indices, refs)

@@ -83,9 +83,9 @@ def default_jitter_range(x) -> float:
 
 def _output_grid(model: Any, model_space: Volume, x) -> tuple[Any, Volume]:
     """The clean output and the zero volume on its grid."""
-    from ..attribution.ibix import _output_of
+    from ..attribution.ibix import output_of
 
-    out = _output_of(model, x)
+    out = output_of(model, x)
     return out, model.output_grid(model_space, tuple(model.to_array(out[0, 0]).shape))
 
 

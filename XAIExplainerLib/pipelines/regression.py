@@ -48,7 +48,7 @@ class RegressionExplanation:
 def build_target(model: Any, targets: "Sequence[int | str] | int | str | None", score: str,
                  reference: float | None) -> "RegressionScore":
     """The score to explain; a reference value needs ``score='closeness'`` and one named target (and vice versa)."""
-    from ..attribution.targets import RegressionScore, _resolve_classes
+    from ..attribution.targets import RegressionScore, resolve_classes
 
     names = list(getattr(model, "target_names", []) or [])
     if not names:
@@ -62,7 +62,7 @@ def build_target(model: Any, targets: "Sequence[int | str] | int | str | None", 
     if reference is not None and (wanted is None or len(wanted) != 1):
         raise MethodParameterError(f"the reference value {reference:g} needs exactly one target (e.g. --targets "
                                    f"{names[0]}); got {'none' if wanted is None else len(wanted)}.")
-    indices = _resolve_classes(wanted, names)
+    indices = resolve_classes(wanted, names)
     refs = [] if reference is None else [float(reference)]
     return RegressionScore(score, [names[i] for i in indices], indices, refs)
 
@@ -157,12 +157,12 @@ def surrogate_record(expl: RegressionExplanation) -> dict[str, Any]:
 
 def regression_figure(expl: RegressionExplanation, path: Path) -> Path:
     """One axial slice (through the largest |weight|) per target, symmetric diverging scale, R² in the title."""
-    from ..figures import _figure, _save
+    from ..figures import new_figure, save_figure
 
     n = len(expl.heatmaps)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig = _figure(3.2 * cols, 3.2 * rows)
+    fig = new_figure(3.2 * cols, 3.2 * rows)
     for k, (name, heat) in enumerate(zip(expl.target_names, expl.heatmaps)):
         data = np.asarray(heat.array)
         z = int(np.abs(data).sum((1, 2)).argmax())
@@ -172,7 +172,7 @@ def regression_figure(expl: RegressionExplanation, path: Path) -> Path:
         ax.set_title(f"{name} (R²={expl.r2[k]:.2f}, z={z})", fontsize=8)
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 __all__ = ["RegressionExplanation", "build_target", "explain_regression", "regression_figure",
