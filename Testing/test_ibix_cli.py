@@ -32,7 +32,7 @@ class Flat(torch.nn.Module):
         return x.flatten(1)[:, :3]
 
 
-def save_figure(tmp_path, net, name: str):
+def _save_model(tmp_path, net, name: str):
     path = tmp_path / f"{name}.pt"
     torch.jit.script(net).save(str(path))
     config = tmp_path / f"{name}.json"
@@ -50,7 +50,7 @@ def case(tmp_path):
     mask[0:2, 0:2, 0:2] = 1
     write_volume(image, tmp_path / "in.nii.gz")
     write_volume(image.with_array(mask), tmp_path / "mask.nii.gz")
-    weights, config = save_figure(tmp_path, Conv(), "conv")
+    weights, config = _save_model(tmp_path, Conv(), "conv")
     return tmp_path, weights, config, mask
 
 
@@ -84,7 +84,7 @@ def test_cli_backward_exact_is_transposed_convolution_on_input_grid(case):
 def test_backward_blocks_on_pooled_output_grid(case):
     """A 2× pooled output covers the same field of view: the mask goes to the coarse grid, the map comes back."""
     tmp, _, _, _ = case
-    weights, config = save_figure(tmp, Conv(pool=True), "pooled")
+    weights, config = _save_model(tmp, Conv(pool=True), "pooled")
     out = tmp / "pooled_bw"
     assert _run(tmp, weights, config, "--mode", "backward", "--label", "1", "--blocks", "cubes", "--blocks-count",
                 "8", "--jitters", "1", "--output", str(out)) == 0
@@ -110,7 +110,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, problem, capsys):
     elif problem == "zero_range":
         args += ["--jitter-range", "0"]
     else:
-        weights, config = save_figure(tmp, Flat(), "flat")
+        weights, config = _save_model(tmp, Flat(), "flat")
     out = tmp / "out"
     assert _run(tmp, weights, config, *args, "--output", str(out)) == 2
     err = capsys.readouterr().err.strip()
