@@ -71,7 +71,8 @@ def test_template_classes_have_slicer_bases(tree):
     classes = _classes(tree)
     assert _names(classes["XAIExplainer"].bases) == ["ScriptedLoadableModule"]
     assert _names(classes["XAIExplainerWidget"].bases) == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert _names(classes["XAIExplainerLogic"].bases) == ["ScriptedLoadableModuleLogic"]
+    # ProductLogic: the product sections' console API (XAIExplainerSections), mixed in before Slicer's base
+    assert _names(classes["XAIExplainerLogic"].bases) == ["ProductLogic", "ScriptedLoadableModuleLogic"]
     assert _names(classes["XAIExplainerTest"].bases) == ["ScriptedLoadableModuleTest"]
     assert _names(classes["XAIExplainerParameterNode"].decorator_list) == ["parameterNodeWrapper"]
     test_methods = [f.name for f in classes["XAIExplainerTest"].body if isinstance(f, ast.FunctionDef)]

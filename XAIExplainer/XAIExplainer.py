@@ -52,6 +52,9 @@ def _libraryParentFolder() -> Path:
 
 
 LIBRARY_FOLDER = _libraryParentFolder()
+if str(Path(__file__).resolve().parent) not in sys.path:  # Slicer puts it there; a plain import may not
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from XAIExplainerSections import SECTIONS, ProductLogic  # noqa: E402
 DOCUMENTATION_URL = "https://github.com/REPLACE-WITH-OWNER/SlicerXAIExplainer#readme"
 DEMO_SAMPLE_NAME = "XAIExplainerDemoT1"
 
@@ -204,6 +207,10 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setValue(0)
         self.ui.cancelButton.enabled = False
         self._fillMenus()
+        self.sections = [section(self) for section in SECTIONS]
+        insertAt = self.uiWidget.layout().indexOf(self.ui.explainCollapsibleButton) + 1
+        for offset, section in enumerate(self.sections):
+            section.setup(self.uiWidget.layout(), insertAt + offset)
 
         self.initializeParameterNode()
 
@@ -362,6 +369,8 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         tip = "" if ready else _("Select an input volume and a model file first (or press Load demo).")
         self.ui.segmentButton.toolTip = tip or _("Segment the input volume with the model.")
         self.ui.explainButton.toolTip = tip or _("Compute attributions, the RoI importance matrix and graph.")
+        for section in getattr(self, "sections", ()):
+            section.updateButtons(running, ready)
 
     # --- actions ----------------------------------------------------------------------------------------------
 
@@ -374,13 +383,19 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("{what}: starting (loading the model can take a while)").format(what=what)
         self._updateButtons()
 
-    def _finished(self, result, error: Optional[str]) -> None:
+    def _reportFinished(self, error: Optional[str]) -> bool:
+        """Reset the buttons after a computation; show its error. True when it succeeded."""
         self._updateButtons()
         if error is not None:
             self.ui.statusLabel.text = _("Failed")
             slicer.util.errorDisplay(_("XAIExplainer failed: {error}").format(error=error), windowTitle="XAIExplainer")
-            return
+            return False
         self.ui.progressBar.setValue(1000)
+        return True
+
+    def _finished(self, result, error: Optional[str]) -> None:
+        if not self._reportFinished(error):
+            return
         if isinstance(result, dict):  # an explanation
             self._results = result
             self.ui.resultsCollapsibleButton.collapsed = False
@@ -483,7 +498,7 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class XAIExplainerLogic(ScriptedLoadableModuleLogic):
+class XAIExplainerLogic(ProductLogic, ScriptedLoadableModuleLogic):
     """Segment and explain without the GUI, e.g. from the Python console::
 
         logic = XAIExplainerLogic()
