@@ -59,18 +59,29 @@ def _corr(a, b) -> float:
 def grad_cam():
     """pytorch-grad-cam; it imports torchvision only for image helpers these tests never call. No CPU torchvision
     build exists for torch 2.13.0+cpu (PyPI's 0.28.0 is a CUDA build: "operator torchvision::nms does not exist"),
-    so where torchvision does not import, stand-ins of the three names grad-cam imports are used."""
+    so where torchvision does not import, stand-ins of the three names grad-cam imports are put in place while
+    grad-cam is imported, and removed again (no other test sees them)."""
     try:
         import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - missing, or a build that does not match torch
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        tv, tr, fn = (types.ModuleType(n) for n in ("torchvision", "torchvision.transforms",
-                                                     "torchvision.transforms.functional"))
-        tr.Compose = tr.Normalize = tr.ToTensor = fn.resize = None
-        tr.functional, tv.transforms = fn, tr
-        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr, "torchvision.transforms.functional": fn})
-    return pytest.importorskip("pytorch_grad_cam")
+
+        return pytest.importorskip("pytorch_grad_cam")
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - a build that does not match torch
+        pass
+    saved = {m: sys.modules.pop(m) for m in list(sys.modules) if m == "torchvision" or m.startswith("torchvision.")}
+    tv, tr, fn = (types.ModuleType(n) for n in ("torchvision", "torchvision.transforms",
+                                                 "torchvision.transforms.functional"))
+    tr.Compose = tr.Normalize = tr.ToTensor = fn.resize = None
+    tr.functional, tv.transforms = fn, tr
+    stand_ins = {"torchvision": tv, "torchvision.transforms": tr, "torchvision.transforms.functional": fn}
+    sys.modules.update(stand_ins)
+    try:
+        return pytest.importorskip("pytorch_grad_cam")
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
 
 
 def _grad_cam_raw(grad_cam, cls, net, layer, x, k):

@@ -3,12 +3,9 @@ input slice through the map's peak with the map over it, and a blank map said in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .regression import RegressionExplanation
 
 #: Maps that are >= 0 by construction (drawn with a sequential colour map from 0).
 NON_NEGATIVE_METHODS = ("gradcampp", "layercam")
@@ -33,8 +30,8 @@ def _draw(ax: Any, underlay: np.ndarray | None, data: np.ndarray, z: int, non_ne
                      origin="lower", interpolation="nearest")
 
 
-def attribution_figure(expl: "RegressionExplanation", path: Path) -> Path:
-    """One panel per target: title = target, prediction and slice; a blank map is titled BLANK with its reason."""
+def attribution_figure(expl: Any, path: Path) -> Path:
+    """``expl``: a :class:`~.regression.RegressionExplanation`. One panel per target: title = target, prediction and slice; a blank map is titled BLANK with its reason."""
     import textwrap
 
     from ..figures import new_figure, save_figure
