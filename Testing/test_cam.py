@@ -302,3 +302,17 @@ def test_unknown_target_is_refused():
 def test_auto_picks_the_last_spatial_feature_map():
     result = gradcampp(Small3D(), _x(), _target())
     assert result.params["layers"] == ["mix"]  # mix (Conv + Tanh) is the last 5-D output before flattening
+
+
+def test_classifier_models_take_the_same_methods():
+    from XAIExplainerLib.attribution import available_methods
+    from XAIExplainerLib.models import ClassifierModel
+
+    assert {"gradcampp", "layercam", "smoothgrad"} <= {s.name for s in available_methods("classifier")}
+    net = Small3D()
+    model = ClassifierModel.from_network(net, ModelConfig(kind="classifier", label_names=["healthy", "lesion"],
+                                                          preprocessing=[], axis_order="zyx"))
+    target = RegressionScore.build("higher", model.label_names, "lesion")  # the lesion logit
+    ours = gradcampp(model, _x(), target, layers="body.3")
+    bare = gradcampp(net, _x(), _target(), layers="body.3")
+    torch.testing.assert_close(ours.attributions[0], bare.attributions[1])

@@ -73,7 +73,8 @@ def test_smoothgrad_thesis_settings_explain_all_targets_from_one_set_of_noisy_fo
         net.calls = 0
         settings = smoothgrad_settings(name)
         expl = explain_regression(volume, model, method="smoothgrad", method_params=settings)
-        assert net.calls == settings["n_samples"] + 1  # one forward per noisy copy serves all 3 targets (+ the prediction)
+        # one forward per noisy copy serves all three targets (+1: the prediction)
+        assert net.calls == settings["n_samples"] + 1
         for t, heat in enumerate(expl.heatmaps):
             np.testing.assert_allclose(heat.array, net.A[t].detach().numpy(), rtol=1e-4, atol=1e-5)
         params = expl.provenance["params"]

@@ -35,7 +35,7 @@ CONFIG = {
     "preprocessing": [],
     "target_names": list(TISSUE_NAMES),
     "target_units": ["fraction", "fraction", "fraction"],
-    "description": "Demo 3D CNN (3 conv blocks, GAP, linear; ~90k parameters) regressing the mean grey-matter, "
+    "description": "Demo 3D CNN (3 conv blocks, GAP, linear; ~101k parameters) regressing the mean grey-matter, "
                    "white-matter and CSF fractions of a 32x32x32 patch of a T1 at 2 mm scaled to its 99.5th "
                    "percentile (as datasets.tissue.mni152_tissues makes it). Trained on the left hemisphere of "
                    "MNI152 2009a by tools/train_tissue_regressor.py. Not for clinical use.",

@@ -13,9 +13,9 @@ For a layer with activations ``A_c`` (channel c) and the gradient ``g_kc = ∂sc
 Numerics, on purpose unlike MONAI's ``GradCAMpp``: the score is never exponentiated. MONAI multiplies the
 gradient by ``exp(score)`` (NaN for scores above ~88.7 in float32, an all-zero map below ~−103) — a positive
 factor that only rescales the map, so it is dropped here, as pytorch-grad-cam drops it. α is computed as
-``1 / (2 + ΣA·g)`` (g² cancelled) instead of ``g² / (2g² + ΣA·g³ + ε)``, so it does not depend on the gradients'
-magnitude (pytorch-grad-cam's ε = 1e-6 dominates for gradients below ~1e-3); where ``2 + ΣA·g ≤ 0`` (possible only
-for a layer with negative activations) α is set to 0 and the count is reported as ``alpha_undefined``.
+``1 / (2 + ΣA·g)`` (g² cancelled) instead of ``g² / (2g² + ΣA·g³ + ε)``, so it does not depend on the
+gradients' magnitude (pytorch-grad-cam's ε = 1e-6 dominates for gradients below ~1e-3); where ``2 + ΣA·g ≤ 0``
+(possible only for a layer with negative activations) α is set to 0, counted in ``alpha_undefined``.
 
 Sign convention: maps are ≥ 0 and positive where strengthening the layer's features raises the SCORE —
 ``higher``: raises ŷ, ``lower``: lowers ŷ, ``closeness``: moves ŷ towards a*. CAM never shows evidence against

@@ -1,6 +1,6 @@
 """The demo regression CNN: grey-matter, white-matter and CSF fractions of a 32³ T1 patch (2 mm, MNI152).
 
-Small on purpose (about 90 k parameters, trains on one CPU thread in minutes with ``tools/train_tissue_regressor.py``)
+Small on purpose (about 101 k parameters, trains on one CPU thread in minutes with ``tools/train_tissue_regressor.py``)
 and built for layer methods: three named blocks whose outputs are post-ReLU feature maps at 16³, 8³ and 8³, then
 global average pooling and one linear layer, so ``block3`` is the classic Grad-CAM layer and ``block1 block2
 block3`` a LayerCAM stack. The shipped weights and their JSON are in ``Resources/TissueRegressor/``; the JSON names

@@ -31,7 +31,8 @@ def _draw(ax: Any, underlay: np.ndarray | None, data: np.ndarray, z: int, non_ne
 
 
 def attribution_figure(expl: Any, path: Path) -> Path:
-    """``expl``: a :class:`~.regression.RegressionExplanation`. One panel per target: title = target, prediction and slice; a blank map is titled BLANK with its reason."""
+    """One panel per target of ``expl`` (a :class:`~.regression.RegressionExplanation`): title = target,
+    prediction and slice; a blank map is titled BLANK with its reason."""
     import textwrap
 
     from ..figures import new_figure, save_figure
