@@ -32,22 +32,25 @@ RUNS = (
 
 
 def patch_volumes(count: int = 3) -> list[tuple[str, Any, dict[str, float]]]:
-    """(name, patch Volume in its MNI position, true fractions) of held-out right-hemisphere patches: the one
-    richest in each tissue, in TISSUE_NAMES order (then the next richest, up to ``count``)."""
+    """(name, patch Volume in its MNI position, true fractions) of held-out right-hemisphere patches: in turn the
+    one richest in each tissue (TISSUE_NAMES order) among those at least 16 voxels from the ones already taken."""
     from ..datasets.tissue import TISSUE_NAMES, hemisphere_patches, mni152_tissues
     from ..volume import Volume
 
     maps = mni152_tissues(2.0)
     patches, fractions, corners = hemisphere_patches(maps, "right", 32, 8)
     chosen: list[int] = []
-    order = [np.argsort(-fractions[:, t]) for t in range(len(TISSUE_NAMES))]
-    rank = 0
+    order = [list(np.argsort(-fractions[:, t])) for t in range(len(TISSUE_NAMES))]
+
+    def apart(index: int) -> bool:  # patches overlapping less than half along some axis: different anatomy
+        return all(np.abs(corners[index] - corners[c]).max() >= 16 for c in chosen)
+
     while len(chosen) < min(count, len(patches)):
         for t in range(len(TISSUE_NAMES)):
-            index = int(order[t][rank])
-            if index not in chosen and len(chosen) < count:
-                chosen.append(index)
-        rank += 1
+            candidates = [i for i in order[t] if i not in chosen and apart(i)] or \
+                [i for i in order[t] if i not in chosen]
+            if candidates and len(chosen) < count:
+                chosen.append(int(candidates[0]))
     out = []
     for i in chosen:
         z, y, x = (int(c) for c in corners[i])
