@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_common_options, positive_int
+from .options import add_common_options, add_result_json_option, positive_int, write_result_json
 
 
 def _ibix(args: argparse.Namespace) -> int:
+    from ..io import safe_name
     from ..outputs import check_output_folder, sweep_stale_temporaries
-    from ..pipelines.ibix import ibix_backward, ibix_forward, load_image_to_image, save_ibix, select_region
+    from ..pipelines.ibix import (backward_resolution, ibix_backward, ibix_forward, load_image_to_image, save_ibix,
+                                  select_region)
     from ..volume import ensure_finite, read_volume
 
     inputs = [args.input, args.model, args.mask, args.config]
@@ -21,6 +23,8 @@ def _ibix(args: argparse.Namespace) -> int:
         from ..errors import MethodParameterError
 
         raise MethodParameterError(f"--jitter-range must be > 0, got {args.jitter_range}.")
+    if args.mode == "backward":
+        backward_resolution(args.exact, args.resolution)  # refused before anything is read
     volume = ensure_finite(read_volume(args.input))
     mask = read_volume(args.mask)
     what = "input mask M^x" if args.mode == "forward" else "output mask M^f"
@@ -32,12 +36,38 @@ def _ibix(args: argparse.Namespace) -> int:
     if args.mode == "forward":
         result = ibix_forward(volume, model, mask, variant=args.forward_variant, **common)
     else:
-        result = ibix_backward(volume, model, mask, multiscale=args.multiscale, blocks=args.blocks,
+        result = ibix_backward(volume, model, mask, resolution=args.resolution, channel=args.channel,
+                               multiscale=args.multiscale, blocks=args.blocks,
                                n_blocks=args.blocks_count, compactness=args.compactness, threshold=args.threshold,
                                variant=args.backward_variant, **common)
     save_ibix(result, out, overwrite=args.overwrite)
     print(f"wrote {', '.join(sorted(result.maps))} and provenance.json to {out} "
           f"({result.provenance['timings']['map_s']:.1f} s)")
+    write_result_json(args.result_json, {"command": "ibix", "mode": args.mode, "folder": str(out),
+                                         "maps": {name: str(out / f"{safe_name(name)}.nii.gz")
+                                                  for name in result.maps}})
+    return 0
+
+
+def _ibix_output(args: argparse.Namespace) -> int:
+    """The network's output channels on the input grid: what the user sees, and paints M^f on, in Slicer."""
+    from ..io import atomic_output_folder, safe_name
+    from ..outputs import check_output_folder, sweep_stale_temporaries
+    from ..pipelines.ibix import load_image_to_image
+    from ..volume import ensure_finite, read_volume, write_volume
+
+    out = check_output_folder(args.output, [args.input, args.model, args.config], overwrite=args.overwrite)
+    volume = ensure_finite(read_volume(args.input))
+    model = load_image_to_image(args.model, device=args.device, config=args.config)
+    sweep_stale_temporaries(out.absolute().parent)
+    channels = model.predict(volume)
+    with atomic_output_folder(out, overwrite=args.overwrite) as tmp:
+        for name, channel in channels.items():
+            write_volume(channel.with_array(channel.array.astype("float32")), tmp / f"{safe_name(name)}.nii.gz")
+    print(f"wrote {len(channels)} output channel(s) ({', '.join(channels)}) to {out}")
+    write_result_json(args.result_json, {"command": "ibix-output", "folder": str(out),
+                                         "channels": {name: str(out / f"{safe_name(name)}.nii.gz")
+                                                      for name in channels}})
     return 0
 
 
@@ -52,6 +82,10 @@ def register(subparsers) -> None:
     p.add_argument("--mask", required=True, help="label map on the input's grid (M^x or M^f)")
     p.add_argument("--label", type=int, help="label value selecting the region (default: every non-zero voxel)")
     p.add_argument("--exact", action="store_true", help="exact derivatives: one JVP (forward) / one VJP (backward)")
+    p.add_argument("--resolution", choices=["voxels", "blocks"],
+                   help="backward: voxels (exact mode only, one VJP; its default) or blocks (Eq. 6 per block; exact "
+                        "mode: one JVP per block)")
+    p.add_argument("--channel", help="backward: restrict M^f to this output channel (name or index)")
     p.add_argument("--multiscale", action="store_true", help="backward: coarse SLIC pass, refine kept blocks")
     p.add_argument("--threshold", type=float, default=0.0, help="multiscale: keep coarse blocks scoring >= this")
     p.add_argument("--blocks", default="slic", choices=["slic", "cubes"], help="backward partition (default slic)")
@@ -64,5 +98,17 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, help="jittered inputs per forward pass (default: automatic)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_result_json_option(p)
     add_common_options(p)
     p.set_defaults(func=_ibix)
+
+    q = subparsers.add_parser("ibix-output", help="write an image-to-image network's output channels on the input "
+                                                  "grid (to view them and paint M^f on them)")
+    q.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
+    q.add_argument("--model", required=True, help="weights (.pt + JSON), bundle folder or TorchScript")
+    q.add_argument("--config", help="model JSON when it is not beside the weights")
+    q.add_argument("--output", required=True, help="folder to create: one <channel>.nii.gz per output channel")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_result_json_option(q)
+    add_common_options(q)
+    q.set_defaults(func=_ibix_output)
