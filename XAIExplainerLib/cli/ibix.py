@@ -13,8 +13,9 @@ from .options import add_common_options, add_result_json_option, positive_int, w
 def _ibix(args: argparse.Namespace) -> int:
     from ..io import safe_name
     from ..outputs import check_output_folder, sweep_stale_temporaries
-    from ..pipelines.ibix import (backward_resolution, ibix_backward, ibix_forward, load_image_to_image, save_ibix,
-                                  select_region)
+    from ..pipelines.ibix import (backward_resolution, channel_index, ibix_backward, ibix_forward,
+                                  load_image_to_image, save_ibix, select_region)
+    from ..progress import cli_progress
     from ..volume import ensure_finite, read_volume
 
     inputs = [args.input, args.model, args.mask, args.config]
@@ -30,16 +31,23 @@ def _ibix(args: argparse.Namespace) -> int:
     what = "input mask M^x" if args.mode == "forward" else "output mask M^f"
     select_region(mask, volume, args.label, what)  # grid, label and emptiness, before the model loads
     model = load_image_to_image(args.model, device=args.device, config=args.config)
+    if args.mode == "backward" and args.channel is not None and model.channel_names:
+        channel_index(model, len(model.channel_names), args.channel)  # a wrong name fails before any work
     sweep_stale_temporaries(out.absolute().parent)
+    # progress lines for the Slicer module only: a terminal bar would precede a one-line error on stderr
+    report, close = cli_progress(True, "ibix") if args.progress_lines else (None, lambda: None)
     common = dict(label=args.label, exact=args.exact, jitter_range=args.jitter_range, n_jitters=args.jitters,
-                  batch_size=args.batch_size)
-    if args.mode == "forward":
-        result = ibix_forward(volume, model, mask, variant=args.forward_variant, **common)
-    else:
-        result = ibix_backward(volume, model, mask, resolution=args.resolution, channel=args.channel,
-                               multiscale=args.multiscale, blocks=args.blocks,
-                               n_blocks=args.blocks_count, compactness=args.compactness, threshold=args.threshold,
-                               variant=args.backward_variant, **common)
+                  batch_size=args.batch_size, progress=report)
+    try:
+        if args.mode == "forward":
+            result = ibix_forward(volume, model, mask, variant=args.forward_variant, **common)
+        else:
+            result = ibix_backward(volume, model, mask, resolution=args.resolution, channel=args.channel,
+                                   multiscale=args.multiscale, blocks=args.blocks, n_blocks=args.blocks_count,
+                                   compactness=args.compactness, threshold=args.threshold,
+                                   variant=args.backward_variant, **common)
+    finally:
+        close()
     save_ibix(result, out, overwrite=args.overwrite)
     print(f"wrote {', '.join(sorted(result.maps))} and provenance.json to {out} "
           f"({result.provenance['timings']['map_s']:.1f} s)")

@@ -110,7 +110,7 @@ def _provenance(mode: str, volume: Volume, model_space: Volume, model: Any, para
 
 def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None = None, exact: bool = False,
                  jitter_range: float | None = None, n_jitters: int = 100, variant: str = "paper",
-                 batch_size: int | None = None) -> IBIXResult:
+                 batch_size: int | None = None, progress: Any = None) -> IBIXResult:
     """F(M^x): how each output voxel responds to the painted input region; maps on the output grid (model space)."""
     from ..attribution.ibix import forward_map, forward_map_exact
 
@@ -128,7 +128,7 @@ def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None 
         h = float(jitter_range) if jitter_range is not None else default_jitter_range(x)
         params.update(jitter_range=h, n_jitters=n_jitters, variant=variant)
         fmap = forward_map(model, x, region_x, jitter_range=h, n_jitters=n_jitters, variant=variant,
-                           batch_size=batch_size)
+                           batch_size=batch_size, progress=progress)
         evaluations = 2 * n_jitters + 1
     timings = {"preprocess_s": prepared - started, "map_s": time.perf_counter() - prepared}
     arrays = model.to_array(fmap)
@@ -140,7 +140,7 @@ def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None 
 
 def _backward_scores(model: Any, x, region_f, *, exact: bool, resolution: str, multiscale: bool, blocks: str,
                      n_blocks: int, compactness: float, threshold: float, jitter_range: float, n_jitters: int,
-                     variant: str, batch_size: int | None, params: dict[str, Any]):
+                     variant: str, batch_size: int | None, params: dict[str, Any], progress: Any = None):
     """The backward map as a (D, H, W) tensor-order array, and the number of model evaluations (None: unknown)."""
     from ..attribution.ibix import backward_map_exact
     from ..attribution.ibix_blocks import (block_scores, block_scores_exact, make_blocks, multiscale_backward_map,
@@ -161,8 +161,10 @@ def _backward_scores(model: Any, x, region_f, *, exact: bool, resolution: str, m
     partition = make_blocks(blocks, image, n_blocks, compactness)
     k = int(partition.max()) + 1
     if exact:
-        return paint_blocks(partition, block_scores_exact(model, x, region_f, partition, **options)), k + 1
-    scores = block_scores(model, x, region_f, partition, jitter_range=jitter_range, n_jitters=n_jitters, **options)
+        return paint_blocks(partition, block_scores_exact(model, x, region_f, partition, progress=progress,
+                                                          **options)), k + 1
+    scores = block_scores(model, x, region_f, partition, jitter_range=jitter_range, n_jitters=n_jitters,
+                          progress=progress, **options)
     return paint_blocks(partition, scores), k * 2 * n_jitters + 1
 
 
@@ -205,7 +207,7 @@ def ibix_backward(volume: Volume, model: Any, mask: Volume, *, label: int | None
                   resolution: str | None = None, channel: str | int | None = None, multiscale: bool = False,
                   blocks: str = "slic", n_blocks: int = 500, compactness: float = 0.1, threshold: float = 0.0,
                   jitter_range: float | None = None, n_jitters: int = 100, variant: str = "eq6",
-                  batch_size: int | None = None) -> IBIXResult:
+                  batch_size: int | None = None, progress: Any = None) -> IBIXResult:
     """B(M^f): how much each input voxel (exact mode) or block makes the painted output region; map on the input grid.
 
     ``mask`` is painted on the input's grid (where the output is shown after :meth:`ImageToImageModel.predict`).
@@ -229,7 +231,7 @@ def ibix_backward(volume: Volume, model: Any, mask: Volume, *, label: int | None
                                           multiscale=multiscale, blocks=blocks, n_blocks=n_blocks,
                                           compactness=compactness, threshold=threshold, jitter_range=h,
                                           n_jitters=n_jitters, variant=variant, batch_size=batch_size,
-                                          params=params)
+                                          params=params, progress=progress)
     timings = {"preprocess_s": prepared - started, "map_s": time.perf_counter() - prepared}
     import torch
 
