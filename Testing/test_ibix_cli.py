@@ -133,6 +133,22 @@ def test_exact_block_eq6_and_channel_selection_through_the_cli(case):
     assert np.allclose(maps["1"], 3 * maps["a"], rtol=1e-5, atol=1e-6) and np.abs(maps["a"]).max() > 0
 
 
+def test_label_map_blocks_equal_the_same_partition_given_as_cubes(case):
+    from XAIExplainerLib.attribution.supervoxels import cube_supervoxels
+
+    tmp, weights, config, _ = case
+    cubes = cube_supervoxels(SHAPE, 8).numpy()
+    write_volume(read_volume(tmp / "in.nii.gz").with_array((10 * cubes + 3).astype(np.int16)), tmp / "blocks.nii.gz")
+    common = ["--mode", "backward", "--label", "2", "--jitters", "1"]
+    assert _run(tmp, weights, config, *common, "--blocks", "labels", "--block-labels", str(tmp / "blocks.nii.gz"),
+                "--output", str(tmp / "by_labels")) == 0
+    assert _run(tmp, weights, config, *common, "--blocks", "cubes", "--blocks-count", "8",
+                "--output", str(tmp / "by_cubes")) == 0
+    by_labels = read_volume(tmp / "by_labels" / "backward.nii.gz").array
+    assert len(np.unique(by_labels)) == 8
+    assert np.allclose(by_labels, read_volume(tmp / "by_cubes" / "backward.nii.gz").array, atol=1e-7)
+
+
 def test_ibix_output_writes_every_channel_on_the_input_grid(case):
     tmp, _, _, _ = case
     weights, config = _save_model(tmp, TwoChannel(), "two")
@@ -148,10 +164,11 @@ def test_ibix_output_writes_every_channel_on_the_input_grid(case):
     assert np.allclose(a.array, expected, atol=1e-5) and np.allclose(b.array, 3 * expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("problem", ["unknown_channel", "voxels_without_exact"])
+@pytest.mark.parametrize("problem", ["unknown_channel", "voxels_without_exact", "labels_without_file"])
 def test_backward_option_errors_are_one_line(case, problem, capsys):
     tmp, weights, config, _ = case
-    extra = ["--exact", "--channel", "nope"] if problem == "unknown_channel" else ["--resolution", "voxels"]
+    extra = {"unknown_channel": ["--exact", "--channel", "nope"], "voxels_without_exact": ["--resolution", "voxels"],
+             "labels_without_file": ["--blocks", "labels"]}[problem]
     out = tmp / "out"
     assert _run(tmp, weights, config, "--mode", "backward", "--label", "2", *extra, "--output", str(out)) == 2
     err = capsys.readouterr().err.strip()

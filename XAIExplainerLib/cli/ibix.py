@@ -18,7 +18,7 @@ def _ibix(args: argparse.Namespace) -> int:
     from ..progress import cli_progress
     from ..volume import ensure_finite, read_volume
 
-    inputs = [args.input, args.model, args.mask, args.config]
+    inputs = [args.input, args.model, args.mask, args.config, args.block_labels]
     out = check_output_folder(args.output, inputs, overwrite=args.overwrite)
     if args.jitter_range is not None and not args.jitter_range > 0:
         from ..errors import MethodParameterError
@@ -30,6 +30,7 @@ def _ibix(args: argparse.Namespace) -> int:
     mask = read_volume(args.mask)
     what = "input mask M^x" if args.mode == "forward" else "output mask M^f"
     select_region(mask, volume, args.label, what)  # grid, label and emptiness, before the model loads
+    block_labels = _block_labels(args, volume)
     model = load_image_to_image(args.model, device=args.device, config=args.config)
     if args.mode == "backward" and args.channel is not None and model.channel_names:
         channel_index(model, len(model.channel_names), args.channel)  # a wrong name fails before any work
@@ -45,7 +46,7 @@ def _ibix(args: argparse.Namespace) -> int:
             result = ibix_backward(volume, model, mask, resolution=args.resolution, channel=args.channel,
                                    multiscale=args.multiscale, blocks=args.blocks, n_blocks=args.blocks_count,
                                    compactness=args.compactness, threshold=args.threshold,
-                                   variant=args.backward_variant, **common)
+                                   variant=args.backward_variant, block_labels=block_labels, **common)
     finally:
         close()
     save_ibix(result, out, overwrite=args.overwrite)
@@ -55,6 +56,22 @@ def _ibix(args: argparse.Namespace) -> int:
                                          "maps": {name: str(out / f"{safe_name(name)}.nii.gz")
                                                   for name in result.maps}})
     return 0
+
+
+def _block_labels(args: argparse.Namespace, volume):
+    """``--blocks labels`` needs ``--block-labels`` on the input's grid; checked before the model loads."""
+    from ..errors import MethodParameterError
+    from ..volume import read_volume, require_same_grid
+
+    if args.blocks != "labels":
+        if args.block_labels:
+            raise MethodParameterError("--block-labels is used only with --blocks labels; add it or drop the file.")
+        return None
+    if not args.block_labels:
+        raise MethodParameterError("--blocks labels needs --block-labels FILE (a label map on the input's grid).")
+    labels = read_volume(args.block_labels)
+    require_same_grid(volume, labels, "block label map")
+    return labels
 
 
 def _ibix_output(args: argparse.Namespace) -> int:
@@ -96,7 +113,9 @@ def register(subparsers) -> None:
     p.add_argument("--channel", help="backward: restrict M^f to this output channel (name or index)")
     p.add_argument("--multiscale", action="store_true", help="backward: coarse SLIC pass, refine kept blocks")
     p.add_argument("--threshold", type=float, default=0.0, help="multiscale: keep coarse blocks scoring >= this")
-    p.add_argument("--blocks", default="slic", choices=["slic", "cubes"], help="backward partition (default slic)")
+    p.add_argument("--blocks", default="slic", choices=["slic", "cubes", "labels"],
+                   help="backward partition (default slic; labels: one block per label of --block-labels)")
+    p.add_argument("--block-labels", help="label map on the input's grid whose labels are the blocks")
     p.add_argument("--blocks-count", type=positive_int, default=500, help="K blocks (default 500)")
     p.add_argument("--compactness", type=float, default=0.1, help="SLIC compactness on the [0, 1] scale")
     p.add_argument("--jitter-range", type=float, help="H (default: 15%% of the model-space intensity range)")

@@ -140,7 +140,8 @@ def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None 
 
 def _backward_scores(model: Any, x, region_f, *, exact: bool, resolution: str, multiscale: bool, blocks: str,
                      n_blocks: int, compactness: float, threshold: float, jitter_range: float, n_jitters: int,
-                     variant: str, batch_size: int | None, params: dict[str, Any], progress: Any = None):
+                     variant: str, batch_size: int | None, params: dict[str, Any], progress: Any = None,
+                     label_map: np.ndarray | None = None):
     """The backward map as a (D, H, W) tensor-order array, and the number of model evaluations (None: unknown)."""
     from ..attribution.ibix import backward_map_exact
     from ..attribution.ibix_blocks import (block_scores, block_scores_exact, make_blocks, multiscale_backward_map,
@@ -158,7 +159,7 @@ def _backward_scores(model: Any, x, region_f, *, exact: bool, resolution: str, m
         return multiscale_backward_map(model, x, region_f, image, n_blocks=n_blocks, compactness=compactness,
                                        threshold=threshold, jitter_range=jitter_range, n_jitters=n_jitters,
                                        exact=exact, **options), None
-    partition = make_blocks(blocks, image, n_blocks, compactness)
+    partition = make_blocks(blocks, image, n_blocks, compactness, label_map=label_map)
     k = int(partition.max()) + 1
     if exact:
         return paint_blocks(partition, block_scores_exact(model, x, region_f, partition, progress=progress,
@@ -192,6 +193,16 @@ def _output_region(model: Any, region: Volume, grid: Volume, n_channels: int, ch
     return selected
 
 
+def _block_label_map(model: Any, volume: Volume, model_space: Volume, labels: Volume | None) -> np.ndarray:
+    """User blocks (a label map on the input grid) on the model-space grid (nearest), in the network's axis order."""
+    if labels is None:
+        raise InvalidVolumeError("Label-map blocks need a label map on the input's grid (--block-labels FILE).")
+    require_same_grid(volume, labels, "block label map")
+    on_grid = resample_to_reference(labels.with_array(np.asarray(labels.array).astype(np.int32)),
+                                    model_space.with_array(np.zeros(model_space.shape, np.int32)), "nearest")
+    return model.to_tensor(on_grid.with_array(on_grid.array.astype(np.float32)))[0, 0].cpu().numpy().astype(np.int64)
+
+
 def channel_index(model: Any, n_channels: int, channel: str | int) -> int:
     """An output channel by name or index; an unknown one is a named error listing the channels."""
     names = _names(model, n_channels)
@@ -207,19 +218,22 @@ def ibix_backward(volume: Volume, model: Any, mask: Volume, *, label: int | None
                   resolution: str | None = None, channel: str | int | None = None, multiscale: bool = False,
                   blocks: str = "slic", n_blocks: int = 500, compactness: float = 0.1, threshold: float = 0.0,
                   jitter_range: float | None = None, n_jitters: int = 100, variant: str = "eq6",
-                  batch_size: int | None = None, progress: Any = None) -> IBIXResult:
+                  batch_size: int | None = None, progress: Any = None,
+                  block_labels: Volume | None = None) -> IBIXResult:
     """B(M^f): how much each input voxel (exact mode) or block makes the painted output region; map on the input grid.
 
     ``mask`` is painted on the input's grid (where the output is shown after :meth:`ImageToImageModel.predict`).
     Exact mode gives Σ_{M^f} ∂f/∂x per voxel (paper Eq. 7, signed; ``resolution="voxels"``) or Eq. 6 per block
     from one JVP per block (``resolution="blocks"``); the jitter scheme gives Eq. 6 or a variant per block.
     ``channel`` (name or index) restricts M^f to one output channel; by default it covers every channel.
+    ``blocks="labels"`` takes one block per label of ``block_labels`` (a label map on the input's grid).
     """
     resolution = backward_resolution(exact, resolution)
     region = select_region(mask, volume, label, "output mask M^f")
     started = time.perf_counter()
     model_space = model.preprocess(volume)
     x = model.to_tensor(model_space)
+    label_map = _block_label_map(model, volume, model_space, block_labels) if blocks == "labels" else None
     out, grid = _output_grid(model, model_space, x)
     region_f = _output_region(model, region, grid, int(out.shape[1]), channel)
     h = float(jitter_range) if jitter_range is not None else default_jitter_range(x)
@@ -231,7 +245,7 @@ def ibix_backward(volume: Volume, model: Any, mask: Volume, *, label: int | None
                                           multiscale=multiscale, blocks=blocks, n_blocks=n_blocks,
                                           compactness=compactness, threshold=threshold, jitter_range=h,
                                           n_jitters=n_jitters, variant=variant, batch_size=batch_size,
-                                          params=params, progress=progress)
+                                          params=params, progress=progress, label_map=label_map)
     timings = {"preprocess_s": prepared - started, "map_s": time.perf_counter() - prepared}
     import torch
 
