@@ -174,3 +174,30 @@ def test_bad_segments_are_refused_before_anything_runs(setup, problem):
                             "forward", maskSegmentation=segmentation, segmentId=segment, device="cpu", wait=True)
     assert "\n" not in str(info.value)
     assert set(WORK_ROOT.iterdir()) == before and not setup["logic"].isRunning()
+
+
+def test_mask_of_a_volume_under_a_transform_shares_the_hardened_input_grid(setup, tmp_path):
+    """The input is exported with its parent transform hardened; the mask must land on that same grid (else the
+    CLI would refuse it as 'another grid')."""
+    import vtk
+
+    from XAIExplainerLib.pipelines.ibix import select_region
+    from XAIExplainerLib.slicer_bridge.ibix import export_segment_mask
+    from XAIExplainerLib.slicer_bridge.module_io import export_input_volume
+
+    ctx, image = setup["ctx"], setup["image"]
+    node = add_volume_node(image, "moved t1")
+    shift = ctx.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, 7.0)
+    shift.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(shift.GetID())
+    input_file, hardened = export_input_volume(node, tmp_path / "input.nii.gz")
+    mask = np.zeros(SHAPE, bool)
+    mask[4:7, 4:7, 4:7] = True
+    segmentation, segment = _segmentation(ctx, mask, image, reference=node, name="on moved")
+    segmentation.SetAndObserveTransformNodeID(shift.GetID())  # painted where the user sees the moved volume
+    export_segment_mask(segmentation, segment, node, tmp_path / "mask.nii.gz", input_file)
+    exported, moved = read_volume(tmp_path / "mask.nii.gz"), read_volume(input_file)
+    assert hardened and np.allclose(exported.ijk_to_ras(), moved.ijk_to_ras())
+    assert np.array_equal(select_region(exported, moved, None, "mask").array.astype(bool), mask)

@@ -61,7 +61,7 @@ class IbixLogic:
             raise ValueError(_("IBIX mode must be 'forward' or 'backward', not '{mode}'.").format(mode=mode))
         model, workDir, inputFile = self._prepare("ibix", inputVolume, modelPath)
         try:
-            export_segment_mask(maskSegmentation, segmentId, inputVolume, workDir / "mask.nii.gz")
+            export_segment_mask(maskSegmentation, segmentId, inputVolume, workDir / "mask.nii.gz", inputFile)
         except Exception:
             import shutil
 
@@ -163,7 +163,7 @@ class IbixSection(Section):
         p = self.parameterNode
         exact = bool(self.exactCheckBox.checked)
         self.start(_("IBIX"), self.logic.ibix, inputVolume=p.inputVolume, modelPath=p.modelPath,
-                   mode=self.modeComboBox.currentData, maskSegmentation=self.segmentSelector.currentNode(),
+                   mode=self.modeComboBox.itemData(self.modeComboBox.currentIndex), maskSegmentation=self.segmentSelector.currentNode(),
                    segmentId=self.segmentSelector.currentSegmentID(), exact=exact,
                    multiscale=bool(self.multiscaleCheckBox.checked),
                    resolution="blocks" if exact and self.blockScoresCheckBox.checked else None,

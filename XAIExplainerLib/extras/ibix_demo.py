@@ -58,6 +58,25 @@ def painted_masks(image, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m_f, m_x
 
 
+def more_masks(image, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """M^f = brain voxels within 12 mm of the right cerebellar hemisphere (MNI 20, −65, −35); M^x = a ventricle:
+    the dark brain voxels (T1 below the brain's 5th percentile) within 30 mm of the brain's centroid, largest
+    connected piece, cut to 5 mm around its centre."""
+    from scipy.ndimage import label as connected
+
+    m_f = brain & _ball(image, (20.0, -65.0, -35.0), 12.0)
+    lps = physical_points(image)
+    values = image.array.astype(np.float64)
+    dark = brain & (values < np.percentile(values[brain], 5.0))
+    dark &= np.linalg.norm(lps - lps[brain].mean(0), axis=-1) < 30.0
+    pieces, n = connected(dark)
+    if n == 0:
+        return m_f, np.zeros_like(brain)
+    largest = pieces == (np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
+    centre = lps[largest].mean(0)
+    return m_f, largest & (np.linalg.norm(lps - centre, axis=-1) < 5.0)
+
+
 def run_demo(output: Path, n_jitters: int = 0, device: str = "cpu") -> dict[str, Any]:
     """All maps of the demo; returns summary numbers for the report."""
     from ..pipelines.ibix import ibix_backward, ibix_forward, load_image_to_image
@@ -68,21 +87,31 @@ def run_demo(output: Path, n_jitters: int = 0, device: str = "cpu") -> dict[str,
     brain_p = model.predict(image)["brain"]
     brain = brain_p.array > 0.5
     m_f, m_x = painted_masks(image, brain)
+    m_f_cb, m_x_vent = more_masks(image, brain)
     output.mkdir(parents=True, exist_ok=True)
     write_volume(brain_p, output / "brain_probability.nii.gz")
-    for name, mask in (("mask_output_Mf", m_f), ("mask_input_Mx", m_x)):
+    for name, mask in (("mask_output_Mf", m_f), ("mask_input_Mx", m_x), ("mask_output_Mf_cerebellum", m_f_cb),
+                       ("mask_input_Mx_ventricle", m_x_vent)):
         write_volume(image.with_array(mask.astype(np.uint8)), output / f"{name}.nii.gz")
-    maps = {"backward_exact": ibix_backward(image, model, image.with_array(m_f.astype(np.uint8)), exact=True)}
+    # M^f on the brain channel only: deepbet's two softmax channels sum to one, so both together have derivative 0
+    maps = {"backward_exact": ibix_backward(image, model, image.with_array(m_f.astype(np.uint8)), exact=True,
+                                            channel="brain"),
+            "backward_exact_cerebellum": ibix_backward(image, model, image.with_array(m_f_cb.astype(np.uint8)),
+                                                       exact=True, channel="brain")}
     maps["forward_exact"] = ibix_forward(image, model, image.with_array(m_x.astype(np.uint8)), exact=True)
+    maps["forward_exact_ventricle"] = ibix_forward(image, model, image.with_array(m_x_vent.astype(np.uint8)),
+                                                   exact=True)
     if n_jitters:
         maps["forward_jittered"] = ibix_forward(image, model, image.with_array(m_x.astype(np.uint8)),
                                                 n_jitters=n_jitters)
-    summary = {"Mf_voxels": int(m_f.sum()), "Mx_voxels": int(m_x.sum())}
+    summary = {"Mf_voxels": int(m_f.sum()), "Mx_voxels": int(m_x.sum()), "Mf_cerebellum_voxels": int(m_f_cb.sum()),
+               "Mx_ventricle_voxels": int(m_x_vent.sum())}
     for key, result in maps.items():
         for name, volume in result.maps.items():
             write_volume(volume, output / f"{key}_{name}.nii.gz")
         summary[f"{key}_seconds"] = round(result.provenance["timings"]["map_s"], 2)
     summary.update(describe_maps(image, brain, m_f, m_x, maps))
+    summary.update(describe_more_maps(image, brain, m_f_cb, m_x_vent, maps))
     figure(image, brain, m_f, m_x, maps, output / "ibix_deepbet.png")
     return summary
 
@@ -117,6 +146,21 @@ def describe_maps(image, brain: np.ndarray, m_f: np.ndarray, m_x: np.ndarray, ma
         jit = _on_input(image, maps["forward_jittered"].maps["forward_brain"])
         out["forward_jittered_vs_exact_rel_error"] = float(np.linalg.norm(jit - fwd) / np.linalg.norm(fwd))
     return out
+
+
+def describe_more_maps(image, brain: np.ndarray, m_f: np.ndarray, m_x: np.ndarray, maps: dict) -> dict[str, float]:
+    """Locality and sign of the cerebellum backward map and of the ventricle forward map (brain channel)."""
+    from scipy.ndimage import binary_erosion
+
+    spacing = float(np.mean(image.spacing))
+    back = maps["backward_exact_cerebellum"].maps["backward"].array.astype(np.float64)
+    fwd = _on_input(image, maps["forward_exact_ventricle"].maps["forward_brain"])
+    border = brain & ~binary_erosion(brain, iterations=2)
+    return {"cerebellum_backward_share_within_10mm_of_Mf": _mass_near(back, m_f, spacing, 10.0),
+            "cerebellum_backward_positive_share": float(back[back > 0].sum() / np.abs(back).sum()),
+            "ventricle_forward_share_within_10mm_of_Mx": _mass_near(fwd, m_x, spacing, 10.0),
+            "ventricle_forward_share_on_brain_border": float(np.abs(fwd[border]).sum() / np.abs(fwd).sum()),
+            "ventricle_forward_max_abs": float(np.abs(fwd).max())}
 
 
 def figure(image, brain: np.ndarray, m_f: np.ndarray, m_x: np.ndarray, maps: dict, path: Path) -> Path:

@@ -28,12 +28,15 @@ OUTPUT_RESULT = "ibix-output"
 MAP_RESULT = "ibix-map"
 
 
-def export_segment_mask(segmentation_node: Any, segment_id: str, reference_volume: Any, path: Path) -> int:
+def export_segment_mask(segmentation_node: Any, segment_id: str, reference_volume: Any, path: Path,
+                        geometry_file: Path | None = None) -> int:
     """Write one segment as a 0/1 label map on ``reference_volume``'s grid; returns its voxel count.
 
     Slicer's export resamples the segment onto the reference geometry, so a segment painted on another grid
-    (an output volume, a resampled copy) arrives on the input's voxels. An unknown or empty segment, or one
-    lying wholly outside the reference volume, is refused before anything runs.
+    (an output volume, a resampled copy) arrives on the input's voxels. ``geometry_file`` (the exported input,
+    whose geometry has the volume's parent transform hardened) gives the written mask its geometry, so the two
+    files share one grid. An unknown or empty segment, or one lying wholly outside the reference volume, is
+    refused before anything runs.
     """
     import vtk
 
@@ -64,6 +67,10 @@ def export_segment_mask(segmentation_node: Any, segment_id: str, reference_volum
     if count == 0:
         raise SceneInputError(f"The segment '{segment.GetName()}' is empty on '{reference_volume.GetName()}' "
                               "(nothing painted, or painted outside it); paint it in the Segment Editor.")
+    if geometry_file is not None:
+        from ..volume import read_volume
+
+        mask = read_volume(geometry_file).with_array(mask.array)
     write_volume(mask.with_array((mask.array != 0).astype(np.uint8)), path)
     return count
 
