@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from XAIExplainerLib.attribution.ibix import (backward_map_exact, forward_map, forward_map_exact, jitters)
-from XAIExplainerLib.attribution.ibix_blocks import (block_scores, multiscale_backward_map, paint_blocks,
-                                                     slic_blocks)
+from XAIExplainerLib.attribution.ibix_blocks import (block_scores, block_scores_exact, multiscale_backward_map,
+                                                     paint_blocks, slic_blocks)
 from XAIExplainerLib.attribution.supervoxels import cube_supervoxels
 from XAIExplainerLib.errors import (GeometryMismatchError, InvalidVolumeError, MethodParameterError,
                                     ModelCapabilityError)
@@ -85,6 +85,36 @@ def test_exact_backward_map_equals_closed_form_and_unit_block_perturbation(linea
     assert _rel(paint_blocks(unit, perturbed), closed) < 1e-10
 
 
+def test_exact_block_eq6_of_linear_conv_equals_closed_form_and_jitter_scheme(linear):
+    model, kernel, x = linear
+    out_mask = _box(0, 4)
+    blocks = cube_supervoxels(SHAPE, 8).numpy()
+    closed = np.array([float((r * out_mask).sum() / r.sum()) for r in (
+        F.conv3d(torch.as_tensor(blocks == k, dtype=torch.float64)[None, None], kernel, padding=1).abs()[0, 0]
+        for k in range(8))])
+    for batch in (1, 3, 8):  # batched JVPs: the answer does not depend on how blocks are grouped
+        exact = block_scores_exact(model, x, out_mask, blocks, batch_size=batch)
+        assert np.abs(exact - closed).max() / np.abs(closed).max() < 1e-10
+    jittered = block_scores(model, x, out_mask, blocks, jitter_range=7.0, n_jitters=3, variant="eq6")
+    assert np.abs(exact - jittered).max() / np.abs(closed).max() < 1e-10  # linear: every H gives the limit
+
+
+def test_exact_block_sum_is_block_sum_of_the_vjp_and_jittered_eq6_converges_to_it():
+    net = _smooth_net()
+    x = torch.randn(1, 1, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    out_mask = _box(3, 6)
+    blocks = cube_supervoxels(SHAPE, 8).numpy()
+    vjp = backward_map_exact(net, x, out_mask)[0].numpy()
+    sums = block_scores_exact(net, x, out_mask, blocks, variant="sum", batch_size=3)
+    assert np.allclose(sums, [vjp[blocks == k].sum() for k in range(8)], rtol=1e-10, atol=1e-12)
+    exact = block_scores_exact(net, x, out_mask, blocks)
+    errors = [np.abs(block_scores(net, x, out_mask, blocks, jitter_range=H, n_jitters=2) - exact).max()
+              for H in (3.0, 0.3, 0.03)]
+    assert all(a > b for a, b in zip(errors, errors[1:])) and errors[-1] < 1e-4, errors
+    with pytest.raises(MethodParameterError):
+        block_scores_exact(net, x, out_mask, blocks, variant="authors")
+
+
 def _smooth_net() -> torch.nn.Module:
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(3, 2, 3, padding=1))
@@ -127,6 +157,10 @@ def test_multiscale_with_threshold_zero_equals_single_scale():
     assert np.array_equal(single, multi)
     coarse_only = multiscale_backward_map(net, x, _box(0, 3), image, n_blocks=20, threshold=2.0, **options)
     assert not np.array_equal(coarse_only, multi)  # a threshold above every score keeps the coarse map
+    exact_single = paint_blocks(slic_blocks(image, 20), block_scores_exact(net, x, _box(0, 3), slic_blocks(image, 20)))
+    exact_multi = multiscale_backward_map(net, x, _box(0, 3), image, n_blocks=20, threshold=0.0, exact=True,
+                                          **options)
+    assert np.array_equal(exact_single, exact_multi)
 
 
 def test_slic_blocks_partition_the_volume():

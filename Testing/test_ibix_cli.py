@@ -96,6 +96,85 @@ def test_backward_blocks_on_pooled_output_grid(case):
     assert read_volume(fw / "forward_out.nii.gz").spacing == (2.0, 2.0, 2.0)
 
 
+class TwoChannel(torch.nn.Module):
+    """Channel 0 = k * x, channel 1 = 3·(k * x): M^f on channel 1 alone gives 3× the map of channel 0 alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = torch.nn.Parameter(KERNEL.clone())
+
+    def forward(self, x):
+        y = F.conv3d(x, self.kernel, padding=1)
+        return torch.cat([y, 3 * y], 1)
+
+
+def test_exact_block_eq6_and_channel_selection_through_the_cli(case):
+    tmp, weights, config, mask = case
+    out = tmp / "bw_blocks"
+    assert _run(tmp, weights, config, "--mode", "backward", "--label", "2", "--exact", "--resolution", "blocks",
+                "--blocks", "cubes", "--blocks-count", "8", "--output", str(out),
+                "--result-json", str(tmp / "r.json")) == 0
+    record = json.loads((tmp / "r.json").read_text())
+    assert record["maps"]["backward"] == str(out / "backward.nii.gz")
+    jit = tmp / "bw_jitter"
+    assert _run(tmp, weights, config, "--mode", "backward", "--label", "2", "--blocks", "cubes", "--blocks-count",
+                "8", "--jitters", "2", "--output", str(jit)) == 0
+    exact, jittered = read_volume(out / "backward.nii.gz").array, read_volume(jit / "backward.nii.gz").array
+    assert np.abs(exact - jittered).max() < 1e-5 and 0 <= exact.min() and exact.max() <= 1  # linear: H-independent
+    weights2, config2 = _save_model(tmp, TwoChannel(), "two")
+    data = json.loads(config2.read_text())
+    config2.write_text(json.dumps({**data, "channel_names": ["a", "b"]}))
+    maps = {}
+    for channel in ("a", "1"):
+        folder = tmp / f"ch{channel}"
+        assert _run(tmp, weights2, config2, "--mode", "backward", "--label", "2", "--exact", "--channel", channel,
+                    "--output", str(folder)) == 0
+        maps[channel] = read_volume(folder / "backward.nii.gz").array
+    assert np.allclose(maps["1"], 3 * maps["a"], rtol=1e-5, atol=1e-6) and np.abs(maps["a"]).max() > 0
+
+
+def test_label_map_blocks_equal_the_same_partition_given_as_cubes(case):
+    from XAIExplainerLib.attribution.supervoxels import cube_supervoxels
+
+    tmp, weights, config, _ = case
+    cubes = cube_supervoxels(SHAPE, 8).numpy()
+    write_volume(read_volume(tmp / "in.nii.gz").with_array((10 * cubes + 3).astype(np.int16)), tmp / "blocks.nii.gz")
+    common = ["--mode", "backward", "--label", "2", "--jitters", "1"]
+    assert _run(tmp, weights, config, *common, "--blocks", "labels", "--block-labels", str(tmp / "blocks.nii.gz"),
+                "--output", str(tmp / "by_labels")) == 0
+    assert _run(tmp, weights, config, *common, "--blocks", "cubes", "--blocks-count", "8",
+                "--output", str(tmp / "by_cubes")) == 0
+    by_labels = read_volume(tmp / "by_labels" / "backward.nii.gz").array
+    assert len(np.unique(by_labels)) == 8
+    assert np.allclose(by_labels, read_volume(tmp / "by_cubes" / "backward.nii.gz").array, atol=1e-7)
+
+
+def test_ibix_output_writes_every_channel_on_the_input_grid(case):
+    tmp, _, _, _ = case
+    weights, config = _save_model(tmp, TwoChannel(), "two")
+    config.write_text(json.dumps({**json.loads(config.read_text()), "channel_names": ["a", "b"]}))
+    out = tmp / "outputs"
+    assert main(["ibix-output", "--input", str(tmp / "in.nii.gz"), "--model", str(weights), "--config", str(config),
+                 "--output", str(out), "--device", "cpu", "--result-json", str(tmp / "o.json")]) == 0
+    channels = json.loads((tmp / "o.json").read_text())["channels"]
+    image = read_volume(tmp / "in.nii.gz")
+    expected = F.conv3d(torch.from_numpy(image.array)[None, None], KERNEL, padding=1)[0, 0].numpy()
+    a, b = read_volume(channels["a"]), read_volume(channels["b"])
+    assert a.shape == image.shape and a.spacing == image.spacing and a.origin == image.origin
+    assert np.allclose(a.array, expected, atol=1e-5) and np.allclose(b.array, 3 * expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("problem", ["unknown_channel", "voxels_without_exact", "labels_without_file"])
+def test_backward_option_errors_are_one_line(case, problem, capsys):
+    tmp, weights, config, _ = case
+    extra = {"unknown_channel": ["--exact", "--channel", "nope"], "voxels_without_exact": ["--resolution", "voxels"],
+             "labels_without_file": ["--blocks", "labels"]}[problem]
+    out = tmp / "out"
+    assert _run(tmp, weights, config, "--mode", "backward", "--label", "2", *extra, "--output", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and not out.exists()
+
+
 @pytest.mark.parametrize("problem", ["other_grid", "empty", "absent_label", "zero_range", "not_a_volume"])
 def test_bad_input_is_one_line_and_writes_nothing(case, problem, capsys):
     tmp, weights, config, mask = case

@@ -102,6 +102,43 @@ def block_scores(model: Callable, x: Any, output_region: Any, blocks: np.ndarray
     return scores
 
 
+def block_scores_exact(model: Callable, x: Any, output_region: Any, blocks: np.ndarray, *, variant: str = "eq6",
+                       batch_size: int | None = None,
+                       progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+    """Eq. 6 per block in the small-jitter limit: block D_k's forward map is the JVP J·1_{D_k} (exact, no H, N).
+
+    Why: the jittered score of a block needs 2N model runs; its H → 0 limit needs one forward-mode product, and the
+    products of a batch of blocks run as one batched ``torch.func.jvp`` (the input repeated on the batch axis, one
+    block indicator per tangent). ``variant`` "eq6" gives Σ_{M^f}|J·1_D| / Σ|J·1_D|, "sum" Σ_{M^f} J·1_D (the block
+    sum of the voxel-resolution VJP); the authors' variant is not h-normalised and has no H → 0 limit.
+    """
+    import torch
+
+    if variant not in ("eq6", "sum"):
+        raise MethodParameterError(f"The exact block backward map supports the variants 'eq6' and 'sum', not "
+                                   f"'{variant}' (the authors' variant is not divided by h, so it has no exact limit).")
+    base = output_of(model, x)
+    inside = check_region(_broadcast_output_region(output_region, base), tuple(base.shape[1:]), "output mask M^f")
+    inside = inside.to(base.device, base.dtype)
+    ids = torch.as_tensor(blocks, device=x.device)
+    n_blocks = int(ids.max()) + 1
+    scores = np.zeros(n_blocks)
+
+    def compute(start: int, stop: int) -> Any:
+        tangents = torch.stack([(ids == k) for k in range(start, stop)]).to(x.dtype)[:, None]
+        primal = x.detach().expand(stop - start, *x.shape[1:]).contiguous()
+        _, fields = torch.func.jvp(model, (primal,), (tangents,))  # one batched pass: J·1_{D_k} for each block
+        return fields.detach()
+
+    def commit(start: int, stop: int, fields: Any) -> None:
+        for block, field_ in zip(range(start, stop), fields):
+            scores[block] = _block_score(field_, inside, variant)
+
+    run_batches(n_blocks, compute, commit, device=x.device, method="IBIX exact block backward map",
+                batch_size=default_batch(x, batch_size), what="block JVPs", item="block", progress=progress)
+    return scores
+
+
 def paint_blocks(blocks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """A voxel map giving every voxel its block's score (0 where no block)."""
     out = np.zeros(blocks.shape, dtype=np.float64)
@@ -113,16 +150,23 @@ def paint_blocks(blocks: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def multiscale_backward_map(model: Callable, x: Any, output_region: Any, image: np.ndarray, *, jitter_range: float,
                             n_jitters: int = DEFAULT_N, n_blocks: int = DEFAULT_BLOCKS,
                             compactness: float = DEFAULT_COMPACTNESS, threshold: float = 0.0,
-                            variant: str = "eq6", batch_size: int | None = None) -> np.ndarray:
+                            variant: str = "eq6", batch_size: int | None = None, exact: bool = False) -> np.ndarray:
     """The authors' two-scale scheme: K_c = max(10, K/10) coarse SLIC blocks, keep those scoring ≥ ``threshold``,
     re-partition only them finely (K scaled by the kept fraction of the volume) and score the fine blocks.
 
     Coarse scores stay where blocks were dropped. With threshold 0 every block is kept, the fine partition covers
-    the whole volume with K blocks and the result equals the single-scale map.
+    the whole volume with K blocks and the result equals the single-scale map. ``exact`` scores the blocks with
+    :func:`block_scores_exact` (JVPs) instead of jitters (``jitter_range`` and ``n_jitters`` are then unused).
     """
-    options = dict(jitter_range=jitter_range, n_jitters=n_jitters, variant=variant, batch_size=batch_size)
+    if exact:
+        def score(blocks: np.ndarray) -> np.ndarray:
+            return block_scores_exact(model, x, output_region, blocks, variant=variant, batch_size=batch_size)
+    else:
+        def score(blocks: np.ndarray) -> np.ndarray:
+            return block_scores(model, x, output_region, blocks, jitter_range=jitter_range, n_jitters=n_jitters,
+                                variant=variant, batch_size=batch_size)
     coarse = slic_blocks(image, max(10, int(0.1 * n_blocks)), compactness)
-    coarse_scores = block_scores(model, x, output_region, coarse, **options)
+    coarse_scores = score(coarse)
     kept = np.isin(coarse, np.flatnonzero(coarse_scores >= threshold))
     result = paint_blocks(coarse, coarse_scores)
     if not kept.any():
@@ -131,6 +175,6 @@ def multiscale_backward_map(model: Callable, x: Any, output_region: Any, image: 
     fine = slic_blocks(image, n_fine, compactness, region=kept)
     if fine.max() < 0:
         return result
-    fine_scores = block_scores(model, x, output_region, fine, **options)
+    fine_scores = score(fine)
     result[fine >= 0] = paint_blocks(fine, fine_scores)[fine >= 0]
     return result

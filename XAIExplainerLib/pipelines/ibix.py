@@ -110,7 +110,7 @@ def _provenance(mode: str, volume: Volume, model_space: Volume, model: Any, para
 
 def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None = None, exact: bool = False,
                  jitter_range: float | None = None, n_jitters: int = 100, variant: str = "paper",
-                 batch_size: int | None = None) -> IBIXResult:
+                 batch_size: int | None = None, progress: Any = None) -> IBIXResult:
     """F(M^x): how each output voxel responds to the painted input region; maps on the output grid (model space)."""
     from ..attribution.ibix import forward_map, forward_map_exact
 
@@ -128,7 +128,7 @@ def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None 
         h = float(jitter_range) if jitter_range is not None else default_jitter_range(x)
         params.update(jitter_range=h, n_jitters=n_jitters, variant=variant)
         fmap = forward_map(model, x, region_x, jitter_range=h, n_jitters=n_jitters, variant=variant,
-                           batch_size=batch_size)
+                           batch_size=batch_size, progress=progress)
         evaluations = 2 * n_jitters + 1
     timings = {"preprocess_s": prepared - started, "map_s": time.perf_counter() - prepared}
     arrays = model.to_array(fmap)
@@ -138,50 +138,114 @@ def ibix_forward(volume: Volume, model: Any, mask: Volume, *, label: int | None 
                                                    evaluations))
 
 
-def _backward_scores(model: Any, x, region_f, *, exact: bool, multiscale: bool, blocks: str, n_blocks: int,
-                     compactness: float, threshold: float, jitter_range: float, n_jitters: int, variant: str,
-                     batch_size: int | None, params: dict[str, Any]):
-    """The backward map as a (D, H, W) tensor-order array, and the number of model evaluations."""
+def _backward_scores(model: Any, x, region_f, *, exact: bool, resolution: str, multiscale: bool, blocks: str,
+                     n_blocks: int, compactness: float, threshold: float, jitter_range: float, n_jitters: int,
+                     variant: str, batch_size: int | None, params: dict[str, Any], progress: Any = None,
+                     label_map: np.ndarray | None = None):
+    """The backward map as a (D, H, W) tensor-order array, and the number of model evaluations (None: unknown)."""
     from ..attribution.ibix import backward_map_exact
-    from ..attribution.ibix_blocks import block_scores, make_blocks, multiscale_backward_map, paint_blocks
+    from ..attribution.ibix_blocks import (block_scores, block_scores_exact, make_blocks, multiscale_backward_map,
+                                           paint_blocks)
 
-    if exact:
+    if exact and resolution == "voxels":
         return backward_map_exact(model, x, region_f)[0].cpu().numpy(), 2
     image = x[0, 0].detach().cpu().numpy()
-    options = dict(jitter_range=jitter_range, n_jitters=n_jitters, variant=variant, batch_size=batch_size)
+    options = dict(variant=variant, batch_size=batch_size)
     params.update(blocks="slic" if multiscale else blocks, n_blocks=n_blocks, compactness=compactness, **options)
+    if not exact:
+        params.update(jitter_range=jitter_range, n_jitters=n_jitters)
     if multiscale:
         params["threshold"] = threshold
         return multiscale_backward_map(model, x, region_f, image, n_blocks=n_blocks, compactness=compactness,
-                                       threshold=threshold, **options), None
-    partition = make_blocks(blocks, image, n_blocks, compactness)
-    scores = block_scores(model, x, region_f, partition, **options)
-    return paint_blocks(partition, scores), (int(partition.max()) + 1) * 2 * n_jitters + 1
+                                       threshold=threshold, jitter_range=jitter_range, n_jitters=n_jitters,
+                                       exact=exact, **options), None
+    partition = make_blocks(blocks, image, n_blocks, compactness, label_map=label_map)
+    k = int(partition.max()) + 1
+    if exact:
+        return paint_blocks(partition, block_scores_exact(model, x, region_f, partition, progress=progress,
+                                                          **options)), k + 1
+    scores = block_scores(model, x, region_f, partition, jitter_range=jitter_range, n_jitters=n_jitters,
+                          progress=progress, **options)
+    return paint_blocks(partition, scores), k * 2 * n_jitters + 1
+
+
+def backward_resolution(exact: bool, resolution: str | None) -> str:
+    """Exact mode defaults to voxels (one VJP); the jitter scheme always scores blocks."""
+    from ..errors import MethodParameterError
+
+    chosen = resolution or ("voxels" if exact else "blocks")
+    if chosen not in ("voxels", "blocks"):
+        raise MethodParameterError(f"Unknown resolution '{chosen}'; use 'voxels' or 'blocks'.")
+    if chosen == "voxels" and not exact:
+        raise MethodParameterError("A voxel-resolution backward map needs the exact mode (--exact); the jitter "
+                                   "scheme scores blocks.")
+    return chosen
+
+
+def _output_region(model: Any, region: Volume, grid: Volume, n_channels: int, channel: str | int | None):
+    """M^f as a (D′, H′, W′) tensor (every channel) or (C′, D′, H′, W′) with only ``channel`` selected."""
+    region_f = region_tensor(model, region, grid, "output mask M^f")
+    if channel is None:
+        return region_f
+    index = channel_index(model, n_channels, channel)
+    selected = region_f.new_zeros((n_channels, *region_f.shape))
+    selected[index] = region_f
+    return selected
+
+
+def _block_label_map(model: Any, volume: Volume, model_space: Volume, labels: Volume | None) -> np.ndarray:
+    """User blocks (a label map on the input grid) on the model-space grid (nearest), in the network's axis order."""
+    if labels is None:
+        raise InvalidVolumeError("Label-map blocks need a label map on the input's grid (--block-labels FILE).")
+    require_same_grid(volume, labels, "block label map")
+    on_grid = resample_to_reference(labels.with_array(np.asarray(labels.array).astype(np.int32)),
+                                    model_space.with_array(np.zeros(model_space.shape, np.int32)), "nearest")
+    return model.to_tensor(on_grid.with_array(on_grid.array.astype(np.float32)))[0, 0].cpu().numpy().astype(np.int64)
+
+
+def channel_index(model: Any, n_channels: int, channel: str | int) -> int:
+    """An output channel by name or index; an unknown one is a named error listing the channels."""
+    names = _names(model, n_channels)
+    if str(channel) in names:
+        return names.index(str(channel))
+    if str(channel).lstrip("-").isdigit() and 0 <= int(channel) < n_channels:
+        return int(channel)
+    raise UnknownClassError(f"Output channel '{channel}' does not exist; use one of {names} or an index "
+                            f"0..{n_channels - 1}.")
 
 
 def ibix_backward(volume: Volume, model: Any, mask: Volume, *, label: int | None = None, exact: bool = False,
-                  multiscale: bool = False, blocks: str = "slic", n_blocks: int = 500, compactness: float = 0.1,
-                  threshold: float = 0.0, jitter_range: float | None = None, n_jitters: int = 100,
-                  variant: str = "eq6", batch_size: int | None = None) -> IBIXResult:
+                  resolution: str | None = None, channel: str | int | None = None, multiscale: bool = False,
+                  blocks: str = "slic", n_blocks: int = 500, compactness: float = 0.1, threshold: float = 0.0,
+                  jitter_range: float | None = None, n_jitters: int = 100, variant: str = "eq6",
+                  batch_size: int | None = None, progress: Any = None,
+                  block_labels: Volume | None = None) -> IBIXResult:
     """B(M^f): how much each input voxel (exact mode) or block makes the painted output region; map on the input grid.
 
     ``mask`` is painted on the input's grid (where the output is shown after :meth:`ImageToImageModel.predict`).
-    Exact mode gives Σ_{M^f} ∂f/∂x per voxel (paper Eq. 7, signed); the block modes give Eq. 6 or a variant.
+    Exact mode gives Σ_{M^f} ∂f/∂x per voxel (paper Eq. 7, signed; ``resolution="voxels"``) or Eq. 6 per block
+    from one JVP per block (``resolution="blocks"``); the jitter scheme gives Eq. 6 or a variant per block.
+    ``channel`` (name or index) restricts M^f to one output channel; by default it covers every channel.
+    ``blocks="labels"`` takes one block per label of ``block_labels`` (a label map on the input's grid).
     """
+    resolution = backward_resolution(exact, resolution)
     region = select_region(mask, volume, label, "output mask M^f")
     started = time.perf_counter()
     model_space = model.preprocess(volume)
     x = model.to_tensor(model_space)
-    _, grid = _output_grid(model, model_space, x)
-    region_f = region_tensor(model, region, grid, "output mask M^f")
+    label_map = _block_label_map(model, volume, model_space, block_labels) if blocks == "labels" else None
+    out, grid = _output_grid(model, model_space, x)
+    region_f = _output_region(model, region, grid, int(out.shape[1]), channel)
     h = float(jitter_range) if jitter_range is not None else default_jitter_range(x)
-    params: dict[str, Any] = {"exact": bool(exact), "multiscale": bool(multiscale), "label": label,
-                              "mask_voxels": int(region_f.sum())}
+    params: dict[str, Any] = {"exact": bool(exact), "resolution": resolution, "multiscale": bool(multiscale),
+                              "label": label, "channel": None if channel is None else str(channel),
+                              "mask_voxels": int((region_f != 0).sum())}
     prepared = time.perf_counter()
-    array, evaluations = _backward_scores(model, x, region_f, exact=exact, multiscale=multiscale, blocks=blocks,
-                                          n_blocks=n_blocks, compactness=compactness, threshold=threshold,
-                                          jitter_range=h, n_jitters=n_jitters, variant=variant,
-                                          batch_size=batch_size, params=params)
+    array, evaluations = _backward_scores(model, x, region_f, exact=exact, resolution=resolution,
+                                          multiscale=multiscale, blocks=blocks, n_blocks=n_blocks,
+                                          compactness=compactness, threshold=threshold, jitter_range=h,
+                                          n_jitters=n_jitters, variant=variant, batch_size=batch_size,
+                                          params=params, progress=progress, label_map=label_map)
     timings = {"preprocess_s": prepared - started, "map_s": time.perf_counter() - prepared}
     import torch
 
