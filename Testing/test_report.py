@@ -177,6 +177,20 @@ def test_slice_panels_show_the_three_planes_through_the_point():
     assert flat.shape == (5, 6)  # a 2D image: one panel, no one-pixel-thick planes
 
 
+def test_non_finite_voxels_are_counted_and_shown_as_zero():
+    from XAIExplainerLib.pipelines.report_images import case_images
+
+    heat = np.zeros((4, 4, 4), np.float32)
+    heat[1, 2, 3] = 2.0
+    heat[0, 0, 0] = np.nan
+    images = case_images([Volume(heat), Volume(np.zeros((4, 4, 4), np.float32))], None)
+    assert images.center == (1, 2, 3) and images.underlay is None  # the peak of the finite values
+    first, blank = images.maps
+    assert first["nonfinite"] == 1 and first["vmax"] == 2.0 and first["vmin"] == 0.0 and not first["signed"]
+    assert blank["blank"] and blank["nonfinite"] == 0
+    json.dumps(images.maps, allow_nan=False)  # the page's JSON holds no NaN
+
+
 def test_ground_truth_recorded_in_a_folder_is_used(folders, tmp_path):
     root, out = folders
     copy = tmp_path / "lime1_truth"
@@ -301,7 +315,8 @@ class Page:
         return count, loaded
 
 
-def _expected(data: dict, targets=None, methods=None, abs_delta=(None, None), rdelta=(None, None)) -> list[dict]:
+def _expected(data: dict, targets=None, methods=None, abs_delta=(None, None), rdelta=(None, None),
+              truth=(None, None)) -> list[dict]:
     """The filters' meaning, written out independently of the page's script."""
     def within(v, lo, hi):
         if lo is None and hi is None:
@@ -310,7 +325,8 @@ def _expected(data: dict, targets=None, methods=None, abs_delta=(None, None), rd
 
     return [e for e in data["entries"] if (targets is None or e["target"] in targets)
             and (methods is None or e["method"] in methods)
-            and within(None if e["delta"] is None else abs(e["delta"]), *abs_delta) and within(e["rdelta"], *rdelta)]
+            and within(None if e["delta"] is None else abs(e["delta"]), *abs_delta) and within(e["rdelta"], *rdelta)
+            and within(e["truth"], *truth)]
 
 
 def _names(entries: list[dict]) -> list[str]:
@@ -346,7 +362,19 @@ def test_every_filter_changes_what_is_shown_as_expected(browser, report):
     assert _shown(page) == _names(_expected(data, rdelta=(49, 51))) == ["in0/astig_v"] * 2  # rΔ = 50 %
     page.fill("#rdelta-min", "")
     page.fill("#rdelta-max", "")
+    page.fill("#truth-min", "-0.001")
+    page.fill("#truth-max", "0.001")
+    expected = _names(_expected(data, truth=(-0.001, 0.001)))
+    assert _shown(page) == expected and "in1/astig_o" in expected  # y = 0 (its rΔ undefined)
+    page.fill("#truth-max", "")
+    page.fill("#truth-min", "1")
+    assert view.cards() == 0 and page.inner_text("#view") == "No map passes the filters."
+    page.fill("#truth-min", "")
+    page.fill("#truth-max", "")
     assert view.cards() == 14 and view.images_loaded()[1]
+    page.fill("#card-size", "500")
+    page.dispatch_event("#card-size", "input")
+    assert page.eval_on_selector(".card", "c => c.getBoundingClientRect().width") == pytest.approx(500, abs=1)
     page.fill("#alpha", "0.2")
     page.dispatch_event("#alpha", "input")
     assert page.eval_on_selector("img.over", "i => getComputedStyle(i).opacity") == "0.2"

@@ -116,9 +116,15 @@ def _peak(maps: list[np.ndarray]) -> tuple[int, int, int]:
 
 
 def case_images(heatmaps: list[Volume], reference: Volume | None) -> CaseImages:
-    """Render a case: every map on the reference grid (the input's; else the first map's), same slices for all."""
+    """Render a case: every map on the reference grid (the input's; else the first map's), same slices for all.
+
+    NaN/Inf voxels (a map no explainer of this package writes, but a foreign one may) are shown as 0 and counted.
+    """
     grid = reference if reference is not None else heatmaps[0]
-    arrays = [np.asarray(resample_to_reference(h, grid, "linear").array, np.float32) for h in heatmaps]
+    nonfinite = [int((~np.isfinite(np.asarray(h.array, np.float32))).sum()) for h in heatmaps]
+    finite = [h.with_array(np.nan_to_num(np.asarray(h.array, np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+              if n else h for h, n in zip(heatmaps, nonfinite)]
+    arrays = [np.asarray(resample_to_reference(h, grid, "linear").array, np.float32) for h in finite]
     center = _peak(arrays)
     underlay = None
     if reference is not None:
@@ -126,9 +132,9 @@ def case_images(heatmaps: list[Volume], reference: Volume | None) -> CaseImages:
         low, high = (float(v) for v in np.percentile(image, [1, 99]))
         underlay = png_data_uri(_gray(slice_panels(image, center, grid.spacing), low, high))
     maps = []
-    for array in arrays:
+    for array, bad in zip(arrays, nonfinite):
         vmin, vmax = float(array.min()), float(array.max())
         panels = slice_panels(array, center, grid.spacing)
         maps.append({"img": png_data_uri(_heat(panels, vmin, vmax, reference is not None)), "vmin": vmin,
-                     "vmax": vmax, "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0})
+                     "vmax": vmax, "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0, "nonfinite": bad})
     return CaseImages(center, underlay, maps)

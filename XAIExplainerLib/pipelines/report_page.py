@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["page_html"]
 
 _CSS = """
-:root { --alpha: 0.6; }
+:root { --alpha: 0.6; --card: 300px; }
 body { font-family: system-ui, sans-serif; margin: 0; display: flex; min-height: 100vh; color: #222; }
 aside { width: 250px; padding: 12px; background: #f3f4f6; border-right: 1px solid #ddd; flex: none; }
 aside h3 { margin: 14px 0 4px; font-size: 13px; text-transform: uppercase; color: #555; }
@@ -26,7 +26,8 @@ nav button.active { background: #1f4e8c; color: #fff; border-color: #1f4e8c; }
 section.group { margin: 14px 0; }
 section.group h2 { font-size: 15px; margin: 4px 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { width: 300px; border: 1px solid #ccc; border-radius: 4px; padding: 6px; background: #fff; font-size: 12px; }
+.card { width: var(--card); box-sizing: border-box; border: 1px solid #ccc; border-radius: 4px; padding: 6px;
+        background: #fff; font-size: 12px; }
 .card .title { font-weight: 600; }
 .card table { border-collapse: collapse; margin: 3px 0; }
 .card td { padding: 0 6px 0 0; }
@@ -53,9 +54,11 @@ function bound(id) { const v = document.getElementById(id).value.trim(); return 
 function inRange(v, lo, hi) { if (lo === null && hi === null) return true; if (v === null) return false;
   return (lo === null || v >= lo) && (hi === null || v <= hi); }
 function filters() { return { targets: checked('target-filter'), methods: checked('method-filter'),
-  absLo: bound('abs-delta-min'), absHi: bound('abs-delta-max'), rLo: bound('rdelta-min'), rHi: bound('rdelta-max') }; }
+  absLo: bound('abs-delta-min'), absHi: bound('abs-delta-max'), rLo: bound('rdelta-min'), rHi: bound('rdelta-max'),
+  yLo: bound('truth-min'), yHi: bound('truth-max') }; }
 function passes(e, f) { return f.targets.has(e.target) && f.methods.has(e.method)
-  && inRange(e.delta === null ? null : Math.abs(e.delta), f.absLo, f.absHi) && inRange(e.rdelta, f.rLo, f.rHi); }
+  && inRange(e.delta === null ? null : Math.abs(e.delta), f.absLo, f.absHi) && inRange(e.rdelta, f.rLo, f.rHi)
+  && inRange(e.truth, f.yLo, f.yHi); }
 function card(e) { const c = D.cases[e.case]; const k = el('div', 'card');
   Object.assign(k.dataset, { case: c.name, method: e.method, target: e.target });
   k.append(el('div', 'title', c.name), el('div', 'muted', e.method + ' · ' + e.target));
@@ -69,6 +72,7 @@ function card(e) { const c = D.cases[e.case]; const k = el('div', 'card');
   k.append(el('div', 'muted', (e.signed ? 'scale ±' + fmt(Math.max(Math.abs(e.vmin), Math.abs(e.vmax)))
     : 'scale 0 … ' + fmt(e.vmax)) + ' · ' + e.kind));
   if (e.blank) k.append(el('div', 'note', 'blank map: every value is 0'));
+  if (e.nonfinite) k.append(el('div', 'note', e.nonfinite + ' NaN/Inf voxel(s), shown as 0'));
   k.title = e.folder; return k; }
 function keyOf(e) { const c = D.cases[e.case].name;
   if (view === 'single') return [e.method + ' · ' + e.target];
@@ -80,6 +84,7 @@ function render() { const f = filters(); const shown = D.entries.filter(e => pas
   for (const e of ordered) { const k = keyOf(e)[0]; if (!groups.has(k)) groups.set(k, []); groups.get(k).push(e); }
   for (const [k, es] of groups) { const g = el('section', 'group'); g.append(el('h2', '', k));
     const grid = el('div', 'grid'); for (const e of es) grid.append(card(e)); g.append(grid); out.append(g); }
+  if (!shown.length) out.append(el('p', 'note', 'No map passes the filters.'));
   document.getElementById('summary').textContent = shown.length + ' of ' + D.entries.length + ' maps shown, '
     + groups.size + ' group(s)';
   for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.view === view); }
@@ -87,10 +92,12 @@ document.getElementById('title').textContent = D.title;
 document.getElementById('subtitle').textContent = D.cases.length + ' case(s), ' + D.methods.length
   + ' method(s), ' + D.targets.length + ' target(s) · made ' + D.created;
 checkboxes('targets', 'target-filter', D.targets); checkboxes('methods', 'method-filter', D.methods);
-for (const id of ['abs-delta-min', 'abs-delta-max', 'rdelta-min', 'rdelta-max'])
+for (const id of ['abs-delta-min', 'abs-delta-max', 'rdelta-min', 'rdelta-max', 'truth-min', 'truth-max'])
   document.getElementById(id).addEventListener('input', render);
 document.getElementById('alpha').addEventListener('input', ev =>
   document.documentElement.style.setProperty('--alpha', ev.target.value));
+document.getElementById('card-size').addEventListener('input', ev =>
+  document.documentElement.style.setProperty('--card', ev.target.value + 'px'));
 for (const b of document.querySelectorAll('nav button'))
   b.addEventListener('click', () => { view = b.dataset.view; render(); });
 const cases = document.getElementById('cases');
@@ -112,8 +119,11 @@ _BODY = """<!DOCTYPE html>
 <label>max <input type="number" step="any" id="abs-delta-max"></label>
 <h3>rΔ = (ŷ/y − 1)·100 %</h3><label>min <input type="number" step="any" id="rdelta-min"></label>
 <label>max <input type="number" step="any" id="rdelta-max"></label>
+<h3>y (ground truth)</h3><label>min <input type="number" step="any" id="truth-min"></label>
+<label>max <input type="number" step="any" id="truth-max"></label>
 <h3>Overlay opacity</h3><input type="range" id="alpha" min="0" max="1" step="0.05" value="0.6">
-<p class="muted">A bound on Δ or rΔ hides maps without ground truth.</p>
+<h3>Card size</h3><input type="range" id="card-size" min="160" max="900" step="20" value="300">
+<p class="muted">A bound on y, Δ or rΔ hides maps without ground truth (rΔ also those with y = 0).</p>
 </aside><main><h1 id="title"></h1><div id="subtitle" class="muted"></div>
 <details><summary>Cases (input, content hash, slice point z, y, x)</summary>
 <table><thead><tr><th>case</th><th>input</th><th>sha256</th><th>slices at</th><th></th></tr></thead>
