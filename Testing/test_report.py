@@ -143,15 +143,15 @@ def test_page_data_has_one_entry_per_map_with_pictures_that_decode(report, folde
     assert len(data["entries"]) == 14 and len(data["cases"]) == 4
     assert data["targets"][:3] == NAMES and "ibix-backward" in data["methods"]
     by_case = {c["name"]: c for c in data["cases"]}
-    assert all(c["underlay"] and not c["note"] for c in data["cases"])  # every input file still there, unchanged
+    assert all(all(c["underlays"].values()) and not c["note"] for c in data["cases"])  # every input file still there, unchanged
     for e in data["entries"]:
         case = data["cases"][e["case"]]
         over = Image.open(io.BytesIO(base64.b64decode(e["img"].split(",", 1)[1])))
-        under = Image.open(io.BytesIO(base64.b64decode(case["underlay"].split(",", 1)[1])))
+        under = Image.open(io.BytesIO(base64.b64decode(case["underlays"][e["target"]].split(",", 1)[1])))
         assert over.size == under.size and over.mode == "RGBA"  # the overlay sits exactly on the input
     # in0 (8 x 8 x 8 voxels of 1 x 1 x 2 mm): axial 8 x 8, coronal and sagittal 16 x 8 (square pixels), 2 px gaps
     in0 = by_case["in0"]
-    size = Image.open(io.BytesIO(base64.b64decode(in0["underlay"].split(",", 1)[1]))).size
+    size = Image.open(io.BytesIO(base64.b64decode(in0["underlays"]["defocus"].split(",", 1)[1]))).size
     assert size == (8 + 2 + 8 + 2 + 8, 16)
     rdelta = [e["rdelta"] for e in data["entries"] if e["target"] == "astig_o" and by_case["in1"] is
               data["cases"][e["case"]]]
@@ -183,12 +183,55 @@ def test_non_finite_voxels_are_counted_and_shown_as_zero():
     heat = np.zeros((4, 4, 4), np.float32)
     heat[1, 2, 3] = 2.0
     heat[0, 0, 0] = np.nan
-    images = case_images([Volume(heat), Volume(np.zeros((4, 4, 4), np.float32))], None)
-    assert images.center == (1, 2, 3) and images.underlay is None  # the peak of the finite values
+    images = case_images([Volume(heat), Volume(np.zeros((4, 4, 4), np.float32))], ["a", "b"], None)
+    assert images.centers["a"] == (1, 2, 3) and images.underlays == {"a": None, "b": None}  # finite values' peak
     first, blank = images.maps
     assert first["nonfinite"] == 1 and first["vmax"] == 2.0 and first["vmin"] == 0.0 and not first["signed"]
     assert blank["blank"] and blank["nonfinite"] == 0
     json.dumps(images.maps, allow_nan=False)  # the page's JSON holds no NaN
+
+
+def test_methods_of_one_target_share_their_slices_and_each_target_gets_its_own():
+    from XAIExplainerLib.pipelines.report_images import case_images
+
+    def spike(at, value=1.0):
+        heat = np.zeros((6, 6, 6), np.float32)
+        heat[at] = value
+        return Volume(heat)
+
+    image = Volume(np.random.default_rng(0).normal(size=(6, 6, 6)).astype(np.float32))
+    # target t: method A peaks at (1,1,1) strongly, method B at (1,1,1) weakly and (4,4,4): the shared point is
+    # where both, scaled to their maxima, add up most; target u has its own point
+    b = spike((1, 1, 1), 0.6).array.copy()
+    b[4, 4, 4] = 1.0
+    images = case_images([spike((1, 1, 1)), Volume(b), spike((5, 0, 2))], ["t", "t", "u"], image)
+    assert images.centers == {"t": (1, 1, 1), "u": (5, 0, 2)}
+    assert images.underlays["t"] != images.underlays["u"]
+
+
+def test_pictures_do_not_depend_on_how_the_file_orders_its_axes():
+    """The same anatomy stored LPS (identity direction) or RAS (flipped x and y, as most NIfTI files) gives the
+    same pictures and slice point: everything is shown in one orientation (radiological)."""
+    from XAIExplainerLib.pipelines.report_images import case_images
+    from XAIExplainerLib.volume import reorient
+
+    rng = np.random.default_rng(3)
+    image = Volume(rng.normal(size=(5, 6, 7)).astype(np.float32), spacing=(1.0, 1.5, 2.0), origin=(3.0, -2.0, 1.0))
+    heat = image.with_array(rng.normal(size=(5, 6, 7)).astype(np.float32))
+    ras_image, ras_heat = reorient(image, "RAS"), reorient(heat, "RAS")
+    assert ras_image.direction != image.direction and not np.array_equal(ras_image.array, image.array)
+    lps, ras = case_images([heat], ["t"], image), case_images([ras_heat], ["t"], ras_image)
+    assert lps.underlays == ras.underlays and lps.maps == ras.maps and lps.points_ras == ras.points_ras
+
+
+def test_colour_scale_ends_at_a_high_percentile_not_at_one_hot_voxel():
+    from XAIExplainerLib.pipelines.report_images import display_top
+
+    values = np.zeros((10, 10, 10), np.float32)
+    values[:5] = np.linspace(0.01, 1.0, 500).reshape(5, 10, 10)
+    values[9, 9, 9] = 1000.0  # an outlier
+    assert display_top(values) == pytest.approx(np.percentile(np.r_[np.linspace(0.01, 1.0, 500), 1000.0], 99.5))
+    assert display_top(values) < 10 and display_top(np.zeros((2, 2, 2))) == 0.0
 
 
 def test_ground_truth_recorded_in_a_folder_is_used(folders, tmp_path):

@@ -61,7 +61,8 @@ def _case_data(index: int, case: Case, first: int) -> tuple[dict[str, Any], list
     from .report_images import case_images
 
     reference, note = _reference(case)
-    images = case_images([read_result_volume(e.heatmap) for e in case.entries], reference)
+    images = case_images([read_result_volume(e.heatmap) for e in case.entries], [e.target for e in case.entries],
+                         reference)
     entries = []
     for k, (entry, picture) in enumerate(zip(case.entries, images.maps)):
         delta, rdelta = deltas(entry.prediction, entry.truth)
@@ -69,7 +70,8 @@ def _case_data(index: int, case: Case, first: int) -> tuple[dict[str, Any], list
                         "folder": str(entry.folder), "prediction": entry.prediction, "truth": entry.truth,
                         "delta": delta, "rdelta": rdelta, "order": first + k, **picture})
     record = {"name": case.name, "source": case.source, "sha256": case.input_sha256, "note": note,
-              "center": list(images.center), "underlay": images.underlay}
+              "centers": {t: list(c) for t, c in images.centers.items()}, "points_ras": images.points_ras,
+              "underlays": images.underlays}
     return record, entries
 
 

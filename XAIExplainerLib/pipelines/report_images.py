@@ -1,8 +1,8 @@
 """The comparison report's pictures: three orthogonal slices through one point per case, as PNG data URIs.
 
-Why one point per case: side by side, the maps of several methods and targets are only comparable on the same
-slices, so the point is chosen once per case (where the case's maps, each scaled to its own maximum, add up most)
-and every map of the case is shown there, on the input's grid. PNGs are encoded here with zlib (no image library,
+Why one point per case and target: side by side, the maps of several methods are only comparable on the same
+slices, so the point is chosen once per case and target (where that target's maps, each scaled to its own maximum,
+add up most) and every method's map of it is shown there, on the input's grid. PNGs are encoded here with zlib (no image library,
 byte-identical output for identical input), so the page carries them as ``data:`` URIs and needs no other file.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..volume import Volume, resample_to_reference
+from ..volume import Volume, reorient, resample_to_reference
 
-__all__ = ["CaseImages", "case_images", "png_data_uri", "slice_panels"]
+__all__ = ["CaseImages", "case_images", "display_top", "png_data_uri", "slice_panels"]
 
 #: Largest side of one panel in pixels (a 512³ CT stays a few hundred kB per map).
 MAX_PANEL = 256
@@ -52,8 +52,9 @@ def slice_panels(array: np.ndarray, center: tuple[int, int, int], spacing_xyz: t
                  ) -> np.ndarray:
     """Axial, coronal and sagittal slices through ``center`` (z, y, x) side by side, NaN between and around them.
 
-    Array axes as stored (LPS for an identity direction): axial rows run anterior→posterior, coronal and sagittal
-    rows superior→inferior. A plane that is one voxel thick (a 2D image) is left out.
+    For an array in LPS order (what :func:`case_images` makes) this is the radiological convention: the patient's
+    right on the image's left, anterior at the top of the axial slice, superior at the top of the coronal and
+    sagittal ones (anterior on the left). A plane that is one voxel thick (a 2D image) is left out.
     """
     z, y, x = center
     sx, sy, sz = spacing_xyz
@@ -77,30 +78,37 @@ def _gray(panels: np.ndarray, low: float, high: float) -> np.ndarray:
     return rgba
 
 
-def _heat(panels: np.ndarray, vmin: float, vmax: float, underlay: bool) -> np.ndarray:
-    """Colours of a map: symmetric RdBu_r for a signed map, viridis from 0 for a non-negative one; opacity grows
-    with |value| over an underlay so the anatomy stays visible where the map is near 0."""
+def _heat(panels: np.ndarray, top: float, signed: bool, underlay: bool) -> np.ndarray:
+    """Colours of a map: symmetric RdBu_r for a signed map, viridis from 0 for a non-negative one, saturated at
+    ``top``; over an underlay the opacity grows with |value| so the anatomy stays visible where the map is near 0."""
     import matplotlib
 
-    signed = vmin < 0
-    top = max(abs(vmin), abs(vmax)) if signed else vmax
     values = np.nan_to_num(panels, nan=0.0)
-    norm = (values / top + 1) / 2 if (signed and top > 0) else (values / top if top > 0 else values * 0)
-    rgba = (matplotlib.colormaps["RdBu_r" if signed else "viridis"](np.clip(norm, 0, 1)) * 255).round()
-    rgba = rgba.astype(np.uint8)
-    weight = np.clip(np.abs(values) / top, 0, 1) ** 0.5 if top > 0 else np.zeros_like(values)
-    rgba[..., 3] = ((weight if underlay else np.ones_like(values)) * 255).round().astype(np.uint8)
+    ratio = np.clip(values / top, -1, 1) if top > 0 else np.zeros_like(values)
+    rgba = matplotlib.colormaps["RdBu_r" if signed else "viridis"]((ratio + 1) / 2 if signed else ratio)
+    rgba = (rgba * 255).round().astype(np.uint8)
+    weight = np.abs(ratio) ** 0.5 if underlay else np.ones_like(values)
+    rgba[..., 3] = (weight * 255).round().astype(np.uint8)
     rgba[np.isnan(panels), 3] = 0
     return rgba
 
 
+def display_top(array: np.ndarray) -> float:
+    """The colour scale's end: the 99.5th percentile of |value| over the non-zero voxels, so one hot voxel of a
+    gradient map does not leave every other voxel invisible (captum's visualiser clips at a percentile too)."""
+    magnitude = np.abs(array[array != 0])
+    return float(np.percentile(magnitude, 99.5)) if magnitude.size else 0.0
+
+
 @dataclass
 class CaseImages:
-    """One case's pictures: the input (or None) and per map its image, value range and whether it is blank."""
+    """One case's pictures: per target its slice point and input picture (None without an input), per map its
+    picture, value range, colour scale and whether it is blank."""
 
-    center: tuple[int, int, int]
-    underlay: str | None
+    centers: dict[str, tuple[int, int, int]]
+    underlays: dict[str, str | None]
     maps: list[dict]
+    points_ras: dict[str, list[float]]
 
 
 def _peak(maps: list[np.ndarray]) -> tuple[int, int, int]:
@@ -115,26 +123,38 @@ def _peak(maps: list[np.ndarray]) -> tuple[int, int, int]:
     return tuple(int(i) for i in np.unravel_index(int(total.argmax()), total.shape))
 
 
-def case_images(heatmaps: list[Volume], reference: Volume | None) -> CaseImages:
-    """Render a case: every map on the reference grid (the input's; else the first map's), same slices for all.
-
-    NaN/Inf voxels (a map no explainer of this package writes, but a foreign one may) are shown as 0 and counted.
-    """
-    grid = reference if reference is not None else heatmaps[0]
+def _on_grid(heatmaps: list[Volume], grid: Volume) -> tuple[list[np.ndarray], list[int]]:
+    """Every map on ``grid`` as float32; NaN/Inf voxels (no explainer of this package writes them, a foreign one
+    may) become 0 and are counted."""
     nonfinite = [int((~np.isfinite(np.asarray(h.array, np.float32))).sum()) for h in heatmaps]
     finite = [h.with_array(np.nan_to_num(np.asarray(h.array, np.float32), nan=0.0, posinf=0.0, neginf=0.0))
               if n else h for h, n in zip(heatmaps, nonfinite)]
-    arrays = [np.asarray(resample_to_reference(h, grid, "linear").array, np.float32) for h in finite]
-    center = _peak(arrays)
-    underlay = None
+    return [np.asarray(resample_to_reference(h, grid, "linear").array, np.float32) for h in finite], nonfinite
+
+
+def case_images(heatmaps: list[Volume], targets: list[str], reference: Volume | None) -> CaseImages:
+    """Render a case on the reference grid (the input's; else the first map's), axes permuted/flipped to LPS
+    (no interpolation) so that every picture has one orientation whatever the file's direction matrix. The slice
+    point is chosen per target, from all methods' maps of it: the methods of one target share their slices."""
+    grid = reorient(reference if reference is not None else heatmaps[0], "LPS")
+    if reference is not None:
+        reference = grid
+    arrays, nonfinite = _on_grid(heatmaps, grid)
+    centers = {t: _peak([a for a, u in zip(arrays, targets) if u == t]) for t in dict.fromkeys(targets)}
+    underlays: dict[str, str | None] = dict.fromkeys(centers)
     if reference is not None:
         image = np.asarray(reference.array, np.float32)
         low, high = (float(v) for v in np.percentile(image, [1, 99]))
-        underlay = png_data_uri(_gray(slice_panels(image, center, grid.spacing), low, high))
+        underlays = {t: png_data_uri(_gray(slice_panels(image, c, grid.spacing), low, high))
+                     for t, c in centers.items()}
     maps = []
-    for array, bad in zip(arrays, nonfinite):
-        vmin, vmax = float(array.min()), float(array.max())
-        panels = slice_panels(array, center, grid.spacing)
-        maps.append({"img": png_data_uri(_heat(panels, vmin, vmax, reference is not None)), "vmin": vmin,
-                     "vmax": vmax, "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0, "nonfinite": bad})
-    return CaseImages(center, underlay, maps)
+    for array, target, bad in zip(arrays, targets, nonfinite):
+        vmin, vmax, top = float(array.min()), float(array.max()), display_top(array)
+        panels = slice_panels(array, centers[target], grid.spacing)
+        maps.append({"img": png_data_uri(_heat(panels, top, vmin < 0, reference is not None)), "vmin": vmin,
+                     "vmax": vmax, "top": top, "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0,
+                     "nonfinite": bad})
+    to_ras = grid.ijk_to_ras()
+    points = {t: [round(float(v), 1) for v in (to_ras @ np.array([c[2], c[1], c[0], 1.0]))[:3]]
+              for t, c in centers.items()}
+    return CaseImages(centers, underlays, maps, points)

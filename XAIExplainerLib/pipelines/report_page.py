@@ -66,11 +66,13 @@ function card(e) { const c = D.cases[e.case]; const k = el('div', 'card');
   for (const [n, v] of [['y', e.truth], ['ŷ', e.prediction], ['Δ', e.delta], ['rΔ %', e.rdelta]]) {
     const r = el('tr'); r.append(el('td', '', n), el('td', '', fmt(v))); t.append(r); }
   k.append(t); const s = el('div', 'stack');
-  if (c.underlay) { const u = el('img', 'under'); u.src = c.underlay; u.alt = 'input ' + c.name; s.append(u); }
-  const o = el('img', c.underlay ? 'over' : 'heat'); o.src = e.img; o.alt = e.method + ' ' + e.target; s.append(o);
+  const under = c.underlays[e.target];
+  if (under) { const u = el('img', 'under'); u.src = under; u.alt = 'input ' + c.name; s.append(u); }
+  const o = el('img', under ? 'over' : 'heat'); o.src = e.img; o.alt = e.method + ' ' + e.target; s.append(o);
   k.append(s);
-  k.append(el('div', 'muted', (e.signed ? 'scale ±' + fmt(Math.max(Math.abs(e.vmin), Math.abs(e.vmax)))
-    : 'scale 0 … ' + fmt(e.vmax)) + ' · ' + e.kind));
+  k.append(el('div', 'muted', (e.signed ? 'colours ±' + fmt(e.top) : 'colours 0 … ' + fmt(e.top))
+    + ' · range ' + fmt(e.vmin) + ' … ' + fmt(e.vmax) + ' · slices at RAS ' + c.points_ras[e.target].join(', ')
+    + ' mm'));
   if (e.blank) k.append(el('div', 'note', 'blank map: every value is 0'));
   if (e.nonfinite) k.append(el('div', 'note', e.nonfinite + ' NaN/Inf voxel(s), shown as 0'));
   k.title = e.folder; return k; }
@@ -102,7 +104,8 @@ for (const b of document.querySelectorAll('nav button'))
   b.addEventListener('click', () => { view = b.dataset.view; render(); });
 const cases = document.getElementById('cases');
 for (const c of D.cases) { const r = el('tr');
-  for (const v of [c.name, c.source || '–', (c.sha256 || '–').slice(0, 12), c.center.join(', '), c.note || ''])
+  const at = Object.entries(c.points_ras).map(([t, p]) => t + ': ' + p.join(', ')).join('; ');
+  for (const v of [c.name, c.source || '–', (c.sha256 || '–').slice(0, 12), at, c.note || ''])
     r.append(el('td', '', v)); cases.append(r); }
 render();
 """
@@ -123,10 +126,11 @@ _BODY = """<!DOCTYPE html>
 <label>max <input type="number" step="any" id="truth-max"></label>
 <h3>Overlay opacity</h3><input type="range" id="alpha" min="0" max="1" step="0.05" value="0.6">
 <h3>Card size</h3><input type="range" id="card-size" min="160" max="900" step="20" value="300">
-<p class="muted">A bound on y, Δ or rΔ hides maps without ground truth (rΔ also those with y = 0).</p>
+<p class="muted">A bound on y, Δ or rΔ hides maps without ground truth (rΔ also those with y = 0).
+Slices: axial, coronal, sagittal through one point per case and target; patient right on the left.</p>
 </aside><main><h1 id="title"></h1><div id="subtitle" class="muted"></div>
-<details><summary>Cases (input, content hash, slice point z, y, x)</summary>
-<table><thead><tr><th>case</th><th>input</th><th>sha256</th><th>slices at</th><th></th></tr></thead>
+<details><summary>Cases (input, content hash, slice point per target in RAS mm, as Slicer shows it)</summary>
+<table><thead><tr><th>case</th><th>input</th><th>sha256</th><th>slices at (RAS mm)</th><th></th></tr></thead>
 <tbody id="cases"></tbody></table></details>
 <div id="summary"></div><div id="view"></div></main>
 <script type="application/json" id="report-data">{data}</script>
