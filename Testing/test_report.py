@@ -246,6 +246,21 @@ def test_ground_truth_recorded_in_a_folder_is_used(folders, tmp_path):
     assert entry.truth == 2.0 and deltas(entry.prediction, entry.truth)[0] == pytest.approx(entry.prediction - 2)
 
 
+def test_a_missing_or_changed_input_file_leaves_the_maps_alone_with_a_note(folders, tmp_path):
+    root, out = folders
+    gone, changed = tmp_path / "gone", tmp_path / "changed"
+    for folder, source in ((gone, tmp_path / "moved.nii.gz"), (changed, tmp_path / "edited.nii.gz")):
+        shutil.copytree(out[2], folder)
+        record = json.loads((folder / "provenance.json").read_text())
+        record["input"]["source"] = str(source)
+        (folder / "provenance.json").write_text(json.dumps(record))
+    write_volume(Volume(np.ones(SHAPE, np.float32)), tmp_path / "edited.nii.gz")  # other content, same name
+    notes = {c["name"]: c for c in report_data(read_report_inputs([gone])).get("cases")}
+    assert notes["moved"]["note"].startswith("input file not found") and not any(notes["moved"]["underlays"].values())
+    (case,) = report_data(read_report_inputs([changed]))["cases"]
+    assert case["note"].startswith("input file changed") and not any(case["underlays"].values())
+
+
 # ---- bad input: one line, exit code 2, nothing written -----------------------------------------------------------
 def _tree(*folders: Path) -> set[Path]:
     return {p for f in folders if f.exists() for p in f.rglob("*")}

@@ -115,6 +115,9 @@ def build_report(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
     """Check the output, read and group the folders, render, then write the page; returns its path."""
     from .report_page import page_html
 
+    from ..outputs import sweep_stale_temporaries
+
     out = check_report_output(output, [*inputs, ground_truth], overwrite)
     cases = read_report_inputs(inputs, ground_truth)
+    sweep_stale_temporaries(out.absolute().parent)  # pages of runs killed while writing (older than a day)
     return write_report(page_html(report_data(cases, title)), out, overwrite)
