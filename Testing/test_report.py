@@ -143,7 +143,8 @@ def test_page_data_has_one_entry_per_map_with_pictures_that_decode(report, folde
     assert len(data["entries"]) == 14 and len(data["cases"]) == 4
     assert data["targets"][:3] == NAMES and "ibix-backward" in data["methods"]
     by_case = {c["name"]: c for c in data["cases"]}
-    assert all(all(c["underlays"].values()) and not c["note"] for c in data["cases"])  # every input file still there, unchanged
+    # every input file is still there, unchanged: each case and target has its input picture
+    assert all(all(c["underlays"].values()) and not c["note"] for c in data["cases"])
     for e in data["entries"]:
         case = data["cases"][e["case"]]
         over = Image.open(io.BytesIO(base64.b64decode(e["img"].split(",", 1)[1])))
@@ -291,11 +292,14 @@ def test_bad_input_is_refused_before_anything_is_written(folders, capsys, tmp_pa
              (["report", "--inputs", broken, "--output", page], "heatmap_astig_v.nii.gz is missing"),
              (["report", "--inputs", out[0], out[0], "--output", page], "pass only one of them"),
              (["report", "--inputs", out[0], "--ground-truth", bad_csv, "--output", page], "case 'in7' is none"),
+             (["report", "--one-case", "--inputs", *out[:3], "--output", page],
+              "explain 2 different inputs (in0: lime0, lime0k; in1: lime1)"),
              (["report", "--inputs", out[0], "--output", tmp_path / "nowhere" / "r.html"], "does not exist"),
              (["report", "--inputs", out[0], "--output", tmp_path / "r.txt"], "must end in .html"),
              (["report", "--inputs", out[0], "--output", out[0] / "r.html"], "lies inside the input")]
     for argv, expect in cases:
         _refused(capsys, argv, expect, tmp_path, out[0])
+    assert main([str(a) for a in ["report", "--one-case", "--inputs", *out[:2], "--output", page]]) == 0
 
 
 def test_one_input_file_with_two_contents_is_not_one_case(folders, capsys, tmp_path):

@@ -12,7 +12,7 @@ def _report(args: argparse.Namespace) -> int:
     from ..pipelines.report import build_report
 
     out = build_report(args.inputs, args.output, ground_truth=args.ground_truth, title=args.title,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, one_case=args.one_case)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(args.inputs)} folder(s))")
     return 0
 
@@ -25,6 +25,8 @@ def register(subparsers) -> None:
                    help="explanation folders written by lime, explain, ibix (any mix; grouped by input content)")
     p.add_argument("--ground-truth", metavar="CSV", help="CSV with columns case,target,value (case = the input's "
                                                          "file name without extension, its path or its sha256)")
+    p.add_argument("--one-case", action="store_true",
+                   help="the folders must all explain one input (compare methods on one scan); else an error")
     p.add_argument("--title", default="XAIExplainer comparison report", help="page title")
     p.add_argument("--output", required=True, help="the .html file to write (its folder must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")

@@ -111,13 +111,15 @@ def write_report(html: str, output: str | os.PathLike[str], overwrite: bool = Fa
 
 def build_report(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], *,
                  ground_truth: str | os.PathLike[str] | None = None, title: str = "XAIExplainer comparison report",
-                 overwrite: bool = False) -> Path:
-    """Check the output, read and group the folders, render, then write the page; returns its path."""
+                 overwrite: bool = False, one_case: bool = False) -> Path:
+    """Check the output, read and group the folders, render, then write the page; returns its path.
+
+    ``one_case``: refuse folders of more than one input (comparing methods on one scan)."""
     from .report_page import page_html
 
     from ..outputs import sweep_stale_temporaries
 
     out = check_report_output(output, [*inputs, ground_truth], overwrite)
-    cases = read_report_inputs(inputs, ground_truth)
+    cases = read_report_inputs(inputs, ground_truth, one_case)
     sweep_stale_temporaries(out.absolute().parent)  # pages of runs killed while writing (older than a day)
     return write_report(page_html(report_data(cases, title)), out, overwrite)

@@ -184,8 +184,12 @@ def _check_sources(folders: Sequence[ExplanationFolder]) -> None:
                 "maps are not of one case. Re-run the older explanation on the current file.")
 
 
-def group_cases(folders: Sequence[ExplanationFolder]) -> list[Case]:
-    """Folders → cases (by input content) → one entry per (method label, target); duplicates are refused."""
+def group_cases(folders: Sequence[ExplanationFolder], one_case: bool = False) -> list[Case]:
+    """Folders → cases (by input content) → one entry per (method label, target); duplicates are refused.
+
+    ``one_case``: the caller means one scan compared across methods (the thesis' *Multiple methods* page for one
+    image); folders of several inputs are then an error that lists which folder explains which input.
+    """
     if not folders:
         raise ReportInputError("No explanation folders given; pass at least one with --inputs DIR [DIR ...].")
     _check_sources(folders)
@@ -194,6 +198,10 @@ def group_cases(folders: Sequence[ExplanationFolder]) -> list[Case]:
     for f in folders:
         by_key.setdefault(f.input_key, []).append(f)
     names = [_case_name(fs[0].source, key) for key, fs in by_key.items()]
+    if one_case and len(by_key) > 1:
+        listing = "; ".join(f"{name}: {', '.join(f.path.name for f in fs)}" for name, fs in zip(names, by_key.values()))
+        raise ReportInputError(f"--one-case, but the folders explain {len(by_key)} different inputs ({listing}); "
+                               "pass the folders of one input, or drop --one-case to compare several cases.")
     cases = []
     for (key, fs), name in zip(by_key.items(), names):
         if names.count(name) > 1:
@@ -260,8 +268,8 @@ def _csv_rows(path: Path) -> list[tuple[int, tuple[str, str, float]]]:
 
 
 def read_report_inputs(folders: Iterable[str | os.PathLike[str]],
-                       ground_truth: str | os.PathLike[str] | None = None) -> list[Case]:
+                       ground_truth: str | os.PathLike[str] | None = None, one_case: bool = False) -> list[Case]:
     """Every folder read and checked, grouped into cases, ground truth applied: the report's whole input."""
     read = [read_explanation_folder(f) for f in folders]
-    cases = group_cases(read)
+    cases = group_cases(read, one_case)
     return read_ground_truth(ground_truth, cases) if ground_truth is not None else cases
