@@ -57,12 +57,10 @@ def _reference(case: Case) -> tuple[Any, str]:
 
 
 def _case_data(index: int, case: Case, first: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from ..io import read_result_volume
     from .report_images import case_images
 
     reference, note = _reference(case)
-    images = case_images([read_result_volume(e.heatmap) for e in case.entries], [e.target for e in case.entries],
-                         reference)
+    images = case_images([e.heatmap for e in case.entries], [e.target for e in case.entries], reference)
     entries = []
     for k, (entry, picture) in enumerate(zip(case.entries, images.maps)):
         delta, rdelta = deltas(entry.prediction, entry.truth)

@@ -1,16 +1,19 @@
-"""The comparison report's pictures: three orthogonal slices through one point per case, as PNG data URIs.
+"""The comparison report's pictures: three orthogonal slices through one point per case and target, as PNG URIs.
 
 Why one point per case and target: side by side, the maps of several methods are only comparable on the same
 slices, so the point is chosen once per case and target (where that target's maps, each scaled to its own maximum,
-add up most) and every method's map of it is shown there, on the input's grid. PNGs are encoded here with zlib (no image library,
-byte-identical output for identical input), so the page carries them as ``data:`` URIs and needs no other file.
+add up most) and every method's map of it is shown there, on the input's grid. PNGs are encoded here with zlib
+(no image library, byte-identical output for identical input), so the page carries them as ``data:`` URIs and
+needs no other file.
 """
 from __future__ import annotations
 
 import base64
+import os
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -123,37 +126,56 @@ def _peak(maps: list[np.ndarray]) -> tuple[int, int, int]:
     return tuple(int(i) for i in np.unravel_index(int(total.argmax()), total.shape))
 
 
-def _on_grid(heatmaps: list[Volume], grid: Volume) -> tuple[list[np.ndarray], list[int]]:
-    """Every map on ``grid`` as float32; NaN/Inf voxels (no explainer of this package writes them, a foreign one
-    may) become 0 and are counted."""
-    nonfinite = [int((~np.isfinite(np.asarray(h.array, np.float32))).sum()) for h in heatmaps]
-    finite = [h.with_array(np.nan_to_num(np.asarray(h.array, np.float32), nan=0.0, posinf=0.0, neginf=0.0))
-              if n else h for h, n in zip(heatmaps, nonfinite)]
-    return [np.asarray(resample_to_reference(h, grid, "linear").array, np.float32) for h in finite], nonfinite
+def _load(item: "Volume | str | os.PathLike[str]") -> Volume:
+    from ..io import read_result_volume
+
+    return item if isinstance(item, Volume) else read_result_volume(item)
 
 
-def case_images(heatmaps: list[Volume], targets: list[str], reference: Volume | None) -> CaseImages:
+def _on_grid(heatmap: Volume, original: Volume, grid: Volume) -> tuple[np.ndarray, int]:
+    """A map on ``grid`` (the reference ``original`` reoriented to LPS) as float32: a map on the reference's own grid
+    is only permuted/flipped (exact, and far faster than resampling), any other (IBIX forward maps on the output
+    grid) resampled linearly. NaN/Inf voxels (no explainer of this package writes them, a foreign one may) become
+    0 and are counted."""
+    array = np.asarray(heatmap.array, np.float32)
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        heatmap = heatmap.with_array(np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0))
+    moved = reorient(heatmap, "LPS") if heatmap.same_grid(original) else resample_to_reference(heatmap, grid, "linear")
+    return np.asarray(moved.array, np.float32), bad
+
+
+def _render(array: np.ndarray, bad: int, center: tuple[int, int, int], grid: Volume, underlay: bool) -> dict:
+    vmin, vmax, top = float(array.min()), float(array.max()), display_top(array)
+    panels = slice_panels(array, center, grid.spacing)
+    return {"img": png_data_uri(_heat(panels, top, vmin < 0, underlay)), "vmin": vmin, "vmax": vmax, "top": top,
+            "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0, "nonfinite": bad}
+
+
+def case_images(heatmaps: "Sequence[Volume | str | os.PathLike[str]]", targets: Sequence[str],
+                reference: Volume | None) -> CaseImages:
     """Render a case on the reference grid (the input's; else the first map's), axes permuted/flipped to LPS
     (no interpolation) so that every picture has one orientation whatever the file's direction matrix. The slice
-    point is chosen per target, from all methods' maps of it: the methods of one target share their slices."""
-    grid = reorient(reference if reference is not None else heatmaps[0], "LPS")
-    if reference is not None:
-        reference = grid
-    arrays, nonfinite = _on_grid(heatmaps, grid)
-    centers = {t: _peak([a for a, u in zip(arrays, targets) if u == t]) for t in dict.fromkeys(targets)}
-    underlays: dict[str, str | None] = dict.fromkeys(centers)
-    if reference is not None:
-        image = np.asarray(reference.array, np.float32)
-        low, high = (float(v) for v in np.percentile(image, [1, 99]))
-        underlays = {t: png_data_uri(_gray(slice_panels(image, c, grid.spacing), low, high))
-                     for t, c in centers.items()}
-    maps = []
-    for array, target, bad in zip(arrays, targets, nonfinite):
-        vmin, vmax, top = float(array.min()), float(array.max()), display_top(array)
-        panels = slice_panels(array, centers[target], grid.spacing)
-        maps.append({"img": png_data_uri(_heat(panels, top, vmin < 0, reference is not None)), "vmin": vmin,
-                     "vmax": vmax, "top": top, "blank": bool(vmin == 0 and vmax == 0), "signed": vmin < 0,
-                     "nonfinite": bad})
+    point is chosen per target, from all methods' maps of it: the methods of one target share their slices.
+
+    ``heatmaps`` may be files: they are then read one target at a time, so a case with a hundred classes never
+    holds more than one class's maps in memory.
+    """
+    original = reference if reference is not None else _load(heatmaps[0])
+    grid = reorient(original, "LPS")
+    image = np.asarray(grid.array, np.float32) if reference is not None else None
+    window = tuple(float(v) for v in np.percentile(image, [1, 99])) if image is not None else (0.0, 1.0)
+    centers: dict[str, tuple[int, int, int]] = {}
+    underlays: dict[str, str | None] = {}
+    maps: list[dict] = [{} for _ in heatmaps]
+    for target in dict.fromkeys(targets):
+        index = [i for i, t in enumerate(targets) if t == target]
+        moved = [_on_grid(_load(heatmaps[i]), original, grid) for i in index]
+        centers[target] = _peak([array for array, _ in moved])
+        underlays[target] = None if image is None else \
+            png_data_uri(_gray(slice_panels(image, centers[target], grid.spacing), *window))
+        for i, (array, bad) in zip(index, moved):
+            maps[i] = _render(array, bad, centers[target], grid, image is not None)
     to_ras = grid.ijk_to_ras()
     points = {t: [round(float(v), 1) for v in (to_ras @ np.array([c[2], c[1], c[0], 1.0]))[:3]]
               for t, c in centers.items()}
