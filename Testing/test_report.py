@@ -20,7 +20,7 @@ from XAIExplainerLib.models.network import build_network
 from XAIExplainerLib.pipelines.report import build_report, report_data
 from XAIExplainerLib.pipelines.report_folders import deltas, read_report_inputs
 from XAIExplainerLib.pipelines.report_images import png_data_uri, slice_panels
-from XAIExplainerLib.volume import Volume, write_volume
+from XAIExplainerLib.volume import Volume, read_volume, write_volume
 
 from test_agg2exp_pipeline import phantom, save_tiny_torchscript
 from test_ibix_cli import Conv, _save_model
@@ -260,6 +260,36 @@ def test_a_missing_or_changed_input_file_leaves_the_maps_alone_with_a_note(folde
     assert notes["moved"]["note"].startswith("input file not found") and not any(notes["moved"]["underlays"].values())
     (case,) = report_data(read_report_inputs([changed]))["cases"]
     assert case["note"].startswith("input file changed") and not any(case["underlays"].values())
+
+
+def _variant(source: Path, folder: Path, **params) -> Path:
+    """A copy of a regression folder whose provenance records other settings (what another run would write)."""
+    shutil.copytree(source, folder)
+    record = json.loads((folder / "provenance.json").read_text())
+    record["params"].update(params)
+    (folder / "provenance.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_layer_lists_name_variants_and_a_stated_blank_reason_reaches_the_card(folders, browser, tmp_path):
+    """Runs on different layers (LayerCAM's list option) are two methods; a folder's ``maps.json`` blank reason
+    (what the regression CAM folders write for an all-negative-weights map) is shown on the card."""
+    root, out = folders
+    one = _variant(out[2], tmp_path / "one", layers=["conv1"])
+    two = _variant(out[2], tmp_path / "two", layers=["conv1", "conv2"])
+    zero = read_volume(two / "heatmap_astig_v.nii.gz")
+    write_volume(zero.with_array(np.zeros(zero.shape, np.float32)), two / "heatmap_astig_v.nii.gz")
+    (two / "maps.json").write_text(json.dumps({"targets": {"astig_v": {
+        "blank": True, "blank_reason": "every channel weight is negative"}}}))
+    (case,) = read_report_inputs([one, two])
+    assert sorted({e.method for e in case.entries}) == ["image_reg_lime (layers=conv1)",
+                                                         "image_reg_lime (layers=conv1+conv2)"]
+    page = build_report([one, two], tmp_path / "r.html")
+    view = Page(browser, page)
+    blank = view.page.locator("#view .card[data-target=astig_v]", has_text="conv2")
+    assert blank.count() == 1 and "blank map: every value is 0 (every channel weight is negative)" in \
+        blank.inner_text()
+    assert view.errors == [] and view.images_loaded() == (12, True)
 
 
 # ---- bad input: one line, exit code 2, nothing written -----------------------------------------------------------

@@ -66,7 +66,7 @@ def _case_data(index: int, case: Case, first: int) -> tuple[dict[str, Any], list
         delta, rdelta = deltas(entry.prediction, entry.truth)
         entries.append({"case": index, "method": entry.method, "target": entry.target, "kind": entry.kind,
                         "folder": str(entry.folder), "prediction": entry.prediction, "truth": entry.truth,
-                        "delta": delta, "rdelta": rdelta, "order": first + k, **picture})
+                        "delta": delta, "rdelta": rdelta, "order": first + k, "note": entry.note, **picture})
     record = {"name": case.name, "source": case.source, "sha256": case.input_sha256, "note": note,
               "centers": {t: list(c) for t, c in images.centers.items()}, "points_ras": images.points_ras,
               "underlays": images.underlays}

@@ -46,6 +46,7 @@ class ExplanationFolder:
     predictions: dict[str, float] = field(default_factory=dict)
     truths: dict[str, float] = field(default_factory=dict)
     label: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class MapEntry:
     kind: str
     prediction: float | None
     truth: float | None
+    note: str = ""
 
 
 @dataclass
@@ -134,13 +136,32 @@ def read_explanation_folder(folder: str | os.PathLike[str]) -> ExplanationFolder
     truths = {str(k): v for k, v in (provenance.get("ground_truth") or {}).items() if _number(v) is not None}
     return ExplanationFolder(root, kind, str(provenance["method"]), dict(provenance.get("params") or {}),
                              str((provenance.get("model") or {}).get("sha256", "")), key, sha, source, maps,
-                             {k: float(v) for k, v in predictions.items()}, {k: float(v) for k, v in truths.items()})
+                             {k: float(v) for k, v in predictions.items()}, {k: float(v) for k, v in truths.items()},
+                             notes=_blank_reasons(root))
+
+
+def _blank_reasons(root: Path) -> dict[str, str]:
+    """Why a map is blank, where the method said so (the regression CAM folders' ``maps.json``: e.g. every channel
+    weight negative), so the card states the reason instead of showing an empty picture."""
+    path = root / "maps.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path, _HINT)
+    except VolumeReadError as exc:
+        raise ReportInputError(str(exc)) from None
+    targets = record.get("targets") if isinstance(record, dict) else None
+    return {str(t): str(v["blank_reason"]) for t, v in (targets or {}).items()
+            if isinstance(v, dict) and v.get("blank_reason")}
 
 
 def _settings(folder: ExplanationFolder) -> dict[str, str]:
     """The scalar settings that may tell two runs of one method apart (and the model, which may too)."""
-    out = {k: str(v) for k, v in folder.params.items()
-           if isinstance(v, (str, int, float, bool)) and k not in _REPORTED_PARAMS}
+    scalar = (str, int, float, bool)
+    out = {k: str(v) for k, v in folder.params.items() if isinstance(v, scalar) and k not in _REPORTED_PARAMS}
+    # short lists of settings (LayerCAM's layers): two runs on different layers are two methods
+    out.update({k: "+".join(map(str, v)) for k, v in folder.params.items() if isinstance(v, list)
+                and 0 < len(v) <= 8 and all(isinstance(x, scalar) for x in v) and k not in _REPORTED_PARAMS})
     out["model"] = folder.model_sha256[:8]
     return out
 
@@ -219,7 +240,7 @@ def _entries(folders: Sequence[ExplanationFolder], case: str) -> list[MapEntry]:
                     f"'{entries[f.label, target].folder}' and '{f.path}' both hold {f.label} of target '{target}' "
                     f"for case '{case}' with the same settings; pass only one of them.")
             entries[f.label, target] = MapEntry(f.label, target, path, f.path, f.kind, f.predictions.get(target),
-                                                f.truths.get(target))
+                                                f.truths.get(target), f.notes.get(target, ""))
     return list(entries.values())
 
 

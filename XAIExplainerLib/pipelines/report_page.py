@@ -73,7 +73,8 @@ function card(e) { const c = D.cases[e.case]; const k = el('div', 'card');
   k.append(el('div', 'muted', (e.signed ? 'colours ±' + fmt(e.top) : 'colours 0 … ' + fmt(e.top))
     + ' · range ' + fmt(e.vmin) + ' … ' + fmt(e.vmax) + ' · slices at RAS ' + c.points_ras[e.target].join(', ')
     + ' mm'));
-  if (e.blank) k.append(el('div', 'note', 'blank map: every value is 0'));
+  if (e.blank) k.append(el('div', 'note', 'blank map: every value is 0' + (e.note ? ' (' + e.note + ')' : '')));
+  else if (e.note) k.append(el('div', 'note', e.note));
   if (e.nonfinite) k.append(el('div', 'note', e.nonfinite + ' NaN/Inf voxel(s), shown as 0'));
   k.title = e.folder; return k; }
 function keyOf(e) { const c = D.cases[e.case].name;
