@@ -271,6 +271,19 @@ def _variant(source: Path, folder: Path, **params) -> Path:
     return folder
 
 
+def test_variants_are_named_by_the_setting_not_by_a_value_derived_per_case(folders, tmp_path):
+    """SmoothGrad σ = 0.2 / 0.3 of the range on two cases: σ in intensity units differs on every case, the noise
+    level does not; the columns are named by the noise level, two labels for four runs."""
+    root, out = folders
+    runs = [_variant(out[0], tmp_path / "a", noise_level=0.2, sigma=0.21),
+            _variant(out[0], tmp_path / "b", noise_level=0.3, sigma=0.31),
+            _variant(out[2], tmp_path / "c", noise_level=0.2, sigma=0.25),
+            _variant(out[2], tmp_path / "d", noise_level=0.3, sigma=0.37)]
+    labels = {c.name: sorted({e.method for e in c.entries}) for c in read_report_inputs(runs)}
+    assert labels == {"in0": ["image_reg_lime (noise_level=0.2)", "image_reg_lime (noise_level=0.3)"],
+                      "in1": ["image_reg_lime (noise_level=0.2)", "image_reg_lime (noise_level=0.3)"]}
+
+
 def test_layer_lists_name_variants_and_a_stated_blank_reason_reaches_the_card(folders, browser, tmp_path):
     """Runs on different layers (LayerCAM's list option) are two methods; a folder's ``maps.json`` blank reason
     (what the regression CAM folders write for an all-negative-weights map) is shown on the card."""

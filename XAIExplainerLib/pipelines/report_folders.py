@@ -166,19 +166,33 @@ def _settings(folder: ExplanationFolder) -> dict[str, str]:
     return out
 
 
+def _naming_keys(runs: Sequence[ExplanationFolder]) -> list[str]:
+    """The fewest settings that tell apart the runs of one method on every case. Keys with few distinct values
+    across all cases go first: a setting (σ = 0.2 of the range) repeats from case to case, a value derived from it
+    (σ in intensity units) does not, and naming by it would give every case its own column."""
+    settings = [_settings(f) for f in runs]
+    per_case: dict[str, list[dict[str, str]]] = {}
+    for f, s in zip(runs, settings):
+        per_case.setdefault(f.input_key, []).append(s)
+    varying = {k for group in per_case.values() if len(group) > 1 for k in set().union(*group)
+               if len({s.get(k) for s in group}) > 1}
+    chosen: list[str] = []
+    for key in sorted(varying, key=lambda k: (len({s.get(k) for s in settings}), k)):
+        if all(len({tuple(s.get(k) for k in chosen) for s in group}) == len(group) for group in per_case.values()):
+            break
+        chosen.append(key)
+    return sorted(chosen)
+
+
 def _label_methods(folders: Sequence[ExplanationFolder]) -> None:
-    """One label per method variant: the method's name, plus the settings that differ between its runs on one
-    case (SmoothGrad σ = 0.2 and 0.3 are two columns), the same label on every case."""
+    """One label per method variant: the method's name, plus the settings that tell its runs on one case apart
+    (SmoothGrad σ = 0.2 and 0.3 of the range are two columns), the same label on every case."""
     for method in sorted({f.method for f in folders}):
         runs = [f for f in folders if f.method == method]
-        varying: set[str] = set()
-        for key in {f.input_key for f in runs}:
-            same_case = [_settings(f) for f in runs if f.input_key == key]
-            if len(same_case) > 1:
-                varying |= {k for k in set().union(*same_case) if len({s.get(k) for s in same_case}) > 1}
+        keys = _naming_keys(runs)
         for f in runs:
             settings = _settings(f)
-            extra = ", ".join(f"{k}={settings.get(k, '-')}" for k in sorted(varying))
+            extra = ", ".join(f"{k}={settings.get(k, '-')}" for k in keys)
             f.label = f"{method} ({extra})" if extra else method
 
 
