@@ -23,11 +23,29 @@ from XAIExplainerLib.pipelines.report_images import png_data_uri, slice_panels
 from XAIExplainerLib.volume import Volume, read_volume, write_volume
 
 from test_agg2exp_pipeline import phantom, save_tiny_torchscript
-from test_ibix_cli import Conv, _save_model
 
 SHAPE = (8, 8, 8)
 NAMES = ["defocus", "astig_v", "astig_o"]
 CHROMIUM = "/usr/bin/chromium"
+
+
+class Smooth(torch.nn.Module):
+    """An image-to-image network for IBIX: a fixed 3x3x3 convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = torch.nn.Parameter(torch.randn(1, 1, 3, 3, 3, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return torch.nn.functional.conv3d(x, self.kernel, padding=1)
+
+
+def _image_to_image(root: Path) -> tuple[Path, Path]:
+    weights, config = root / "conv.pt", root / "conv.json"
+    torch.jit.script(Smooth()).save(str(weights))
+    config.write_text(json.dumps({"kind": "image_to_image", "channel_names": ["out"], "preprocessing": [],
+                                  "axis_order": "zyx", "modality": "MRI"}))
+    return weights, config
 
 
 def _run(argv) -> None:
@@ -71,7 +89,7 @@ def folders(tmp_path_factory):
     mask[3:6, 3:6, 3:6] = 1
     write_volume(image, root / "ib.nii.gz")
     write_volume(image.with_array(mask), root / "mask.nii.gz")
-    weights, config = _save_model(root, Conv(), "conv")
+    weights, config = _image_to_image(root)
     out.append(root / "ibix")
     _run(["ibix", "--input", root / "ib.nii.gz", "--model", weights, "--config", config, "--mask",
           root / "mask.nii.gz", "--mode", "backward", "--exact", "--device", "cpu", "--output", out[-1]])
