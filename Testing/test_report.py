@@ -177,6 +177,16 @@ def test_page_data_has_one_entry_per_map_with_pictures_that_decode(report, folde
     assert rdelta == [None]  # y = 0
 
 
+def test_names_cannot_end_the_data_block_or_script_the_page():
+    from XAIExplainerLib.pipelines.report_page import page_html
+
+    evil = "</script><script>alert(1)</script>"
+    html = page_html({"title": evil, "created": "", "cases": [], "entries": [], "methods": [], "targets": [evil]})
+    assert html.count("</script>") == 2 and "<script>alert" not in html  # the skeleton's two blocks only
+    start = html.index('id="report-data">') + len('id="report-data">')
+    assert json.loads(html[start:html.index("</script>", start)])["targets"] == [evil]
+
+
 def test_png_encoder_round_trips_exactly():
     from PIL import Image
 
@@ -495,6 +505,10 @@ def test_every_filter_changes_what_is_shown_as_expected(browser, report):
     page.fill("#truth-min", "")
     page.fill("#truth-max", "")
     assert view.cards() == 14 and view.images_loaded()[1]
+    page.fill("#case-filter", "in")
+    assert _shown(page) == _names([e for e in data["entries"] if "in" in e["case_name"]])  # in0, in1: 9 maps
+    assert view.cards() == 9
+    page.fill("#case-filter", "")
     page.fill("#card-size", "500")
     page.dispatch_event("#card-size", "input")
     assert page.eval_on_selector(".card", "c => c.getBoundingClientRect().width") == pytest.approx(500, abs=1)

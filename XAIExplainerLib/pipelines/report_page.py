@@ -55,8 +55,9 @@ function inRange(v, lo, hi) { if (lo === null && hi === null) return true; if (v
   return (lo === null || v >= lo) && (hi === null || v <= hi); }
 function filters() { return { targets: checked('target-filter'), methods: checked('method-filter'),
   absLo: bound('abs-delta-min'), absHi: bound('abs-delta-max'), rLo: bound('rdelta-min'), rHi: bound('rdelta-max'),
-  yLo: bound('truth-min'), yHi: bound('truth-max') }; }
+  yLo: bound('truth-min'), yHi: bound('truth-max'), text: document.getElementById('case-filter').value.trim() }; }
 function passes(e, f) { return f.targets.has(e.target) && f.methods.has(e.method)
+  && (!f.text || D.cases[e.case].name.includes(f.text))
   && inRange(e.delta === null ? null : Math.abs(e.delta), f.absLo, f.absHi) && inRange(e.rdelta, f.rLo, f.rHi)
   && inRange(e.truth, f.yLo, f.yHi); }
 function card(e) { const c = D.cases[e.case]; const k = el('div', 'card');
@@ -95,7 +96,8 @@ document.getElementById('title').textContent = D.title;
 document.getElementById('subtitle').textContent = D.cases.length + ' case(s), ' + D.methods.length
   + ' method(s), ' + D.targets.length + ' target(s) · made ' + D.created;
 checkboxes('targets', 'target-filter', D.targets); checkboxes('methods', 'method-filter', D.methods);
-for (const id of ['abs-delta-min', 'abs-delta-max', 'rdelta-min', 'rdelta-max', 'truth-min', 'truth-max'])
+for (const id of ['abs-delta-min', 'abs-delta-max', 'rdelta-min', 'rdelta-max', 'truth-min', 'truth-max',
+                  'case-filter'])
   document.getElementById(id).addEventListener('input', render);
 document.getElementById('alpha').addEventListener('input', ev =>
   document.documentElement.style.setProperty('--alpha', ev.target.value));
@@ -117,6 +119,7 @@ _BODY = """<!DOCTYPE html>
 <body><aside>
 <h3>View</h3><nav><button data-view="single">Single target</button><button data-view="targets">Multiple targets</button>
 <button data-view="methods">Multiple methods</button></nav>
+<h3>Case name contains</h3><input type="search" id="case-filter">
 <h3>Targets</h3><div id="targets"></div>
 <h3>Methods</h3><div id="methods"></div>
 <h3>|Δ| = |ŷ − y|</h3><label>min <input type="number" step="any" id="abs-delta-min"></label>
