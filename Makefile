@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps grad-cam==1.5.7  # no deps: see the test extra in pyproject.toml
 	@touch $(STAMP)
 
 data:

@@ -49,7 +49,8 @@ def test_builtins_are_registered_in_order_with_the_papers_defaults():
     assert get_method("kernel_shap_cubes").defaults()["n_cubes"] == 512
     assert get_method("kernel_shap_semantic").defaults()["n_samples"] == 200
     assert get_method("kernel_shap_semantic").needs == ("label_map",)
-    assert [s.name for s in available_methods("regression")] == ["image_reg_lime"]  # issue 11
+    assert [s.name for s in available_methods("regression")] == ["smoothgrad", "image_reg_lime", "gradcampp",
+                                                                  "layercam"]  # issues 11, 12
     from XAIExplainerLib.attribution import ATTRIBUTION_METHODS, smoothgrad
 
     assert get_method(smoothgrad) is get_method("smoothgrad")  # a registered function finds its spec

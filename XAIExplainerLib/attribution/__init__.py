@@ -12,6 +12,7 @@ from .smoothgrad import smoothgrad
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
 from .lime import image_reg_lime
+from .cam import gradcampp, layercam
 from ..models.sliding_window import SlidingWindow
 from .registry import (
     MethodFunctions,
@@ -42,11 +43,13 @@ __all__ = [
     "available_methods",
     "call_method",
     "get_method",
+    "gradcampp",
     "image_reg_lime",
     "integrated_gradients",
     "kernel_shap",
     "kernel_shap_cubes",
     "kernel_shap_semantic",
+    "layercam",
     "register_method",
     "smoothgrad",
     "unregister_method",

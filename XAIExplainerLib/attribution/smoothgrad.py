@@ -22,6 +22,24 @@ if TYPE_CHECKING:
     from ..models.sliding_window import SlidingWindow
 
 
+#: Named (n_samples, noise_level) settings. "thesis-0.2"/"thesis-0.3": the regression-CNN thesis (sigma = 0.2 or 0.3
+#: of the input's range, n = 30); "paper": Smilkov et al. 2017 (noise 10-20 % of the range, here the middle, 15 %;
+#: n = 50, beyond which they saw diminishing returns).
+SMOOTHGRAD_SETTINGS: dict[str, dict[str, float]] = {
+    "thesis-0.2": {"n_samples": 30, "noise_level": 0.2},
+    "thesis-0.3": {"n_samples": 30, "noise_level": 0.3},
+    "paper": {"n_samples": 50, "noise_level": 0.15},
+}
+
+
+def smoothgrad_settings(name: str) -> dict[str, float]:
+    """The options of a named setting (a copy); unknown names raise :class:`MethodParameterError`."""
+    if name not in SMOOTHGRAD_SETTINGS:
+        raise MethodParameterError(f"SmoothGrad settings {name!r} unknown; use one of {', '.join(SMOOTHGRAD_SETTINGS)}"
+                                   " (or give --samples and --noise-level).")
+    return dict(SMOOTHGRAD_SETTINGS[name])
+
+
 def smoothgrad_noise_std(x: Any, noise_level: float) -> float:
     """σ = noise_level · (max − min) of the input, SmoothGrad's (and Agg2Exp's) noise scale."""
     return float(noise_level) * float(x.max() - x.min())
@@ -100,7 +118,7 @@ register_method(MethodSpec(
     "smoothgrad", "SmoothGrad",
     "Gradients averaged over noisy copies of the input (noise sigma = noise level x intensity range).",
     "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise, arXiv:1706.03825",
-    smoothgrad, ("segmentation",), (
+    smoothgrad, ("segmentation", "regression", "classifier"), (
         OptionSpec("n_samples", int, 20, "noisy copies whose gradients are averaged", label="Noise samples",
                    minimum=1, cli_flag="--samples"),
         OptionSpec("noise_level", float, 0.1, "noise sigma as a fraction of the input's intensity range (max - min)",

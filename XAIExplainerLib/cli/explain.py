@@ -69,42 +69,55 @@ def _flag_dest(flag: str) -> str:
     return _OPTION_DEST + flag.lstrip("-").replace("-", "_")
 
 
-def _option_flags() -> "dict[str, list[tuple[Any, Any]]]":
-    """``flag -> [(method spec, option spec)]`` over the registered methods (a flag may serve several methods)."""
+def _specs(kind: str = MODEL_KIND, methods: "list[str] | None" = None) -> list:
+    """The registered methods for a model kind (only ``methods`` when given, in that order)."""
     from ..attribution.registry import available_methods
 
+    specs = available_methods(kind)
+    return specs if methods is None else [s for s in specs if s.name in methods]
+
+
+def _option_flags(kind: str = MODEL_KIND, methods: "list[str] | None" = None,
+                  skip: tuple[str, ...] = ()) -> "dict[str, list[tuple[Any, Any]]]":
+    """``flag -> [(method spec, option spec)]`` over the registered methods (a flag may serve several methods);
+    options named in ``skip`` have a flag of the command's own."""
     flags: dict[str, list] = {}
-    for spec in available_methods(MODEL_KIND):
+    for spec in _specs(kind, methods):
         for option in spec.options:
-            flags.setdefault(option.flag, []).append((spec, option))
+            if option.name not in skip:
+                flags.setdefault(option.flag, []).append((spec, option))
     return flags
 
 
-def add_method_options(parser: argparse.ArgumentParser) -> None:
-    """``--method`` (choices) and one flag per method option, read from the registry NOW (parser build time)."""
-    from ..attribution.registry import available_methods
-
-    specs = available_methods(MODEL_KIND)
+def add_method_options(parser: argparse.ArgumentParser, kind: str = MODEL_KIND, methods: "list[str] | None" = None,
+                       default: str = "smoothgrad", skip: tuple[str, ...] = ()) -> None:
+    """``--method`` (choices) and one flag per method option, read from the registry NOW (parser build time);
+    ``kind``/``methods`` pick the methods (segmentation: all of them), ``skip`` options the command flags itself."""
+    specs = _specs(kind, methods)
     names = [s.name for s in specs]
-    default = "smoothgrad" if "smoothgrad" in names else (names[0] if names else None)
+    default = default if default in names else (names[0] if names else None)
     parser.add_argument("--method", default=default, choices=names, metavar="METHOD",
                         help="attribution method: " + "; ".join(f"{s.name} ({s.label})" for s in specs)
                         + f" (default: {default})")
     group = parser.add_argument_group("method options (each applies to the methods named in its help)")
-    for flag, users in _option_flags().items():
+    for flag, users in _option_flags(kind, methods, skip).items():
         helps = list(dict.fromkeys(opt.help for _, opt in users))
         text = helps[0] if len(helps) == 1 else " / ".join(dict.fromkeys(o.display_label.lower() for _, o in users))
         uses = "; ".join(f"{spec.name}: {opt.name}, default {opt.default!r}, {opt.allowed()}" for spec, opt in users)
         group.add_argument(flag, dest=_flag_dest(flag), metavar="VALUE", help=f"{text} [{uses}]")
 
 
-def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
-    """``--param KEY=VALUE`` pairs plus the method's option flags, validated against the method's spec."""
+def method_params_from_args(args: argparse.Namespace, method: str, kind: str = MODEL_KIND,
+                            methods: "list[str] | None" = None, skip: tuple[str, ...] = (),
+                            base: "dict | None" = None) -> dict:
+    """``base`` options, then ``--param KEY=VALUE`` pairs, then the method's option flags, validated against the
+    method's spec (a flag of another method is refused, naming the method's own flags)."""
     from ..attribution.registry import get_method
 
     spec = get_method(method)
-    params = _parse_params(args.param)
-    for flag in _option_flags():
+    params = dict(base or {})
+    params.update(_parse_params(getattr(args, "param", None)))
+    for flag in _option_flags(kind, methods, skip):
         value = getattr(args, _flag_dest(flag), None)
         if value is None:
             continue

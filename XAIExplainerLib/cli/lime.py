@@ -43,7 +43,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return spec.validate(params)
 
 
-def _targets(values: list[str] | None) -> list[int | str] | None:
+def targets_from_args(values: list[str] | None) -> list[int | str] | None:
     """Target names, or indices when a value is a whole number."""
     if not values:
         return None
@@ -65,7 +65,7 @@ def _lime(args: argparse.Namespace) -> int:
     if label_map is not None:
         require_same_grid(volume, label_map, "label map")
     model = RegressionModel.load(args.model, device=args.device)
-    targets = _targets(args.targets)
+    targets = targets_from_args(args.targets)
     build_target(model, targets, args.score, args.reference)  # bad names / reference: before any forward
     sweep_stale_temporaries(output.absolute().parent)
     report, close = cli_progress(args.progress_lines, "lime")
@@ -82,17 +82,22 @@ def _lime(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """``--targets``, ``--score`` and ``--reference``: what every regression command explains."""
+    p.add_argument("--targets", nargs="+", help="target names or indices to explain (default: all)")
+    p.add_argument("--score", default="higher", choices=["higher", "lower", "closeness"],
+                   help="higher: the prediction; lower: its negative; closeness: 'why was --reference not "
+                        "predicted?' for one target (default: higher)")
+    p.add_argument("--reference", type=float, help="reference value a* (with --score closeness and one target)")
+
+
 def register(subparsers) -> None:
     """Add ``lime`` to the ``xai-explainer`` command."""
     p = subparsers.add_parser("lime", help="Image-Reg-LIME: which supervoxels drive a regression model's outputs")
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
     p.add_argument("--model", required=True, help="regression weights (.pt + JSON naming a MONAI network) or "
                                                   "TorchScript (+ JSON with target_names)")
-    p.add_argument("--targets", nargs="+", help="target names or indices to explain (default: all)")
-    p.add_argument("--score", default="higher", choices=["higher", "lower", "closeness"],
-                   help="higher: the prediction; lower: its negative; closeness: 'why was --reference not "
-                        "predicted?' for one target (default: higher)")
-    p.add_argument("--reference", type=float, help="reference value a* (with --score closeness and one target)")
+    add_target_options(p)
     p.add_argument("--supervoxels", default="slic", metavar="slic|cubes|LABELMAP",
                    help="SLIC (default), a grid of cubes, or a label map file on the input's grid")
     _add_method_flags(p)

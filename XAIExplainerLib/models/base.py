@@ -164,22 +164,7 @@ class ModelAdapter:
     # ---- introspection --------------------------------------------------------------------------------------
     def layer(self, name: str):
         """The sub-module ``name`` (dotted, as in ``named_modules()``), for activation and gradient hooks."""
-        import torch
-
-        if isinstance(self.network, torch.jit.ScriptModule):
-            raise ModelCapabilityError(
-                f"Layer '{name}' cannot be hooked: this model is TorchScript ({self.source}), whose modules take no "
-                "Python hooks. Methods that only need the input gradient or forward passes (vanilla gradient, "
-                "SmoothGrad, Integrated Gradients, KernelSHAP) work; for layer methods (Grad-CAM) load the weights "
-                "as a state dict with a JSON naming the architecture."
-            )
-        modules = dict(self.network.named_modules())
-        if name not in modules:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(modules), n=5)
-            raise ModelCapabilityError(f"The network has no layer '{name}'. Close names: {close or list(modules)[:10]}.")
-        return modules[name]
+        return find_layer(self.network, name, self.source)
 
     def describe(self) -> dict[str, Any]:
         """Provenance entry: where the weights came from, what they are, how input was prepared, how it ran."""
@@ -187,3 +172,28 @@ class ModelAdapter:
                 "device": str(self.device), "precision": self.precision, "fused_attention": self.fused_attention,
                 "output": self.config.output, "preprocessing": [dict(s) for s in self.preprocessing],
                 "config": self.config.to_dict()}
+
+
+def find_layer(network: Any, name: str, source: str = ""):
+    """The sub-module ``name`` of ``network``; TorchScript (no Python hooks) and unknown names are refused with a
+    message that says what works instead / lists the network's layer names (close matches first)."""
+    import difflib
+
+    import torch
+
+    if isinstance(network, torch.jit.ScriptModule):
+        where = f" ({source})" if source else ""
+        raise ModelCapabilityError(
+            f"Layer '{name}' cannot be hooked: this model is TorchScript{where}, whose modules take no Python hooks. "
+            "Methods that only need the input gradient or forward passes work (vanilla gradient, SmoothGrad, "
+            "Integrated Gradients, KernelSHAP, Image-Reg-LIME); for layer methods (Grad-CAM++, LayerCAM) load the "
+            "weights as a state dict with a JSON naming the architecture."
+        )
+    modules = {n: m for n, m in network.named_modules() if n}
+    if name not in modules:
+        close = difflib.get_close_matches(name, list(modules), n=5)
+        names = list(modules)
+        shown = ", ".join(names[:60]) + (f" ... ({len(names) - 60} more)" if len(names) > 60 else "")
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise ModelCapabilityError(f"The network has no layer '{name}'.{hint} Its layers: {shown}.")
+    return modules[name]
