@@ -72,8 +72,9 @@ def _lime(root: Path, case: str, out: str, *extra) -> Path:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """9 LIME maps (in0 with two kernel widths, in1 with one; 3 targets), 4 Agg2Exp maps (2 methods × 2 classes
-    of a CT phantom) and 1 IBIX backward map: 14 maps of 4 cases, every folder written by its CLI."""
+    """Regression (3 targets): in0 with LIME at two kernel widths, Grad-CAM++ and SmoothGrad (the thesis' σ = 0.2),
+    in1 with LIME; 4 Agg2Exp maps (2 methods × 2 classes of a CT phantom); 1 IBIX backward map: 20 maps of 4 cases,
+    every folder written by its CLI."""
     root = tmp_path_factory.mktemp("report")
     _regression_inputs(root)
     out = [_lime(root, "in0", "lime0"), _lime(root, "in0", "lime0k", "--kernel-width", "0.5"),
@@ -93,6 +94,10 @@ def folders(tmp_path_factory):
     out.append(root / "ibix")
     _run(["ibix", "--input", root / "ib.nii.gz", "--model", weights, "--config", config, "--mask",
           root / "mask.nii.gz", "--mode", "backward", "--exact", "--device", "cpu", "--output", out[-1]])
+    out += [root / "cam0", root / "smoothgrad0"]
+    common = ["--input", root / "in0.nii.gz", "--model", root / "w.pt", "--device", "cpu"]
+    _run(["cam", *common, "--method", "gradcampp", "--output", out[-2]])
+    _run(["explain-regression", *common, "--settings", "thesis-0.2", "--samples", "4", "--output", out[-1]])
     return root, out
 
 
@@ -144,21 +149,23 @@ def test_cases_group_by_input_content_and_method_variants_are_named_by_their_set
     cases = {c.name: c for c in read_report_inputs(out, truth_csv)}
     assert sorted(cases) == ["ct", "ib", "in0", "in1"]
     methods = {c: sorted({e.method for e in case.entries}) for c, case in cases.items()}
-    assert methods["in0"] == ["image_reg_lime (kernel_width=0.25)", "image_reg_lime (kernel_width=0.5)"]
+    assert methods["in0"] == ["gradcampp", "image_reg_lime (kernel_width=0.25)", "image_reg_lime (kernel_width=0.5)",
+                              "smoothgrad"]
     assert methods["in1"] == ["image_reg_lime (kernel_width=0.25)"]  # the same label on every case
     assert methods["ct"] == ["smoothgrad", "vanilla_gradient"] and methods["ib"] == ["ibix-backward"]
     assert sorted(e.target for e in cases["ct"].entries) == ["bone", "bone", "soft", "soft"]
-    entry = next(e for e in cases["in0"].entries if e.target == "defocus")
-    assert deltas(entry.prediction, entry.truth)[0] == pytest.approx(0.5)
-    entry = next(e for e in cases["in0"].entries if e.target == "astig_v")
-    assert deltas(entry.prediction, entry.truth)[1] == pytest.approx(50.0)
+    for entry in cases["in0"].entries:  # every method's folder records the same prediction ŷ of the same input
+        if entry.target == "defocus":
+            assert deltas(entry.prediction, entry.truth)[0] == pytest.approx(0.5)
+        if entry.target == "astig_v":
+            assert deltas(entry.prediction, entry.truth)[1] == pytest.approx(50.0)
 
 
 def test_page_data_has_one_entry_per_map_with_pictures_that_decode(report, folders):
     from PIL import Image
 
     data = _page_data(report)
-    assert len(data["entries"]) == 14 and len(data["cases"]) == 4
+    assert len(data["entries"]) == 20 and len(data["cases"]) == 4
     assert data["targets"][:3] == NAMES and "ibix-backward" in data["methods"]
     by_case = {c["name"]: c for c in data["cases"]}
     # every input file is still there, unchanged: each case and target has its input picture
@@ -475,12 +482,12 @@ def test_every_filter_changes_what_is_shown_as_expected(browser, report):
     data = _page_data(report)
     view = Page(browser, report)
     page = view.page
-    assert view.cards() == 14 and view.images_loaded() == (14 + 14, True)  # each card: input + map
+    assert view.cards() == 20 and view.images_loaded() == (20 + 20, True)  # each card: input + map
     page.uncheck("input.target-filter[value=defocus]")
-    assert view.cards() == len(_expected(data, targets=set(data["targets"]) - {"defocus"})) == 11
+    assert view.cards() == len(_expected(data, targets=set(data["targets"]) - {"defocus"})) == 15
     page.check("input.target-filter[value=defocus]")
     page.uncheck("input.method-filter[value=vanilla_gradient]")
-    assert view.cards() == len(_expected(data, methods=set(data["methods"]) - {"vanilla_gradient"})) == 12
+    assert view.cards() == len(_expected(data, methods=set(data["methods"]) - {"vanilla_gradient"})) == 18
     page.check("input.method-filter[value=vanilla_gradient]")
     page.fill("#abs-delta-max", "0.1")
     expected = _names(_expected(data, abs_delta=(None, 0.1)))
@@ -488,11 +495,11 @@ def test_every_filter_changes_what_is_shown_as_expected(browser, report):
     page.fill("#abs-delta-max", "")
     page.fill("#abs-delta-min", "0.4")
     expected = _names(_expected(data, abs_delta=(0.4, None)))
-    assert _shown(page) == expected and expected.count("in0/defocus") == 2  # Δ = 0.5 under both LIME variants
+    assert _shown(page) == expected and expected.count("in0/defocus") == 4  # Δ = 0.5 under every method of in0
     page.fill("#abs-delta-min", "")
     page.fill("#rdelta-min", "49")
     page.fill("#rdelta-max", "51")
-    assert _shown(page) == _names(_expected(data, rdelta=(49, 51))) == ["in0/astig_v"] * 2  # rΔ = 50 %
+    assert _shown(page) == _names(_expected(data, rdelta=(49, 51))) == ["in0/astig_v"] * 4  # rΔ = 50 %
     page.fill("#rdelta-min", "")
     page.fill("#rdelta-max", "")
     page.fill("#truth-min", "-0.001")
@@ -504,10 +511,10 @@ def test_every_filter_changes_what_is_shown_as_expected(browser, report):
     assert view.cards() == 0 and page.inner_text("#view") == "No map passes the filters."
     page.fill("#truth-min", "")
     page.fill("#truth-max", "")
-    assert view.cards() == 14 and view.images_loaded()[1]
+    assert view.cards() == 20 and view.images_loaded()[1]
     page.fill("#case-filter", "in")
-    assert _shown(page) == _names([e for e in data["entries"] if "in" in e["case_name"]])  # in0, in1: 9 maps
-    assert view.cards() == 9
+    assert _shown(page) == _names([e for e in data["entries"] if "in" in e["case_name"]])  # in0, in1: 15 maps
+    assert view.cards() == 15
     page.fill("#case-filter", "")
     page.fill("#card-size", "500")
     page.dispatch_event("#card-size", "input")
@@ -526,11 +533,14 @@ def test_the_three_views_group_the_same_maps_as_the_thesis_app(browser, report):
             "methods": {(e["case"], e["target"]) for e in data["entries"]}}
     for name, expected in keys.items():
         view.page.click(f"nav button[data-view={name}]")
-        assert view.cards() == 14 and view.groups() == len(expected), name
-    # Multiple methods of one case and target: in0's defocus under both LIME kernel widths, side by side
+        assert view.cards() == 20 and view.groups() == len(expected), name
+    # Multiple methods of one case and target: in0's defocus under LIME (two kernel widths), Grad-CAM++ and
+    # SmoothGrad side by side, the thesis' comparison
     view.page.click("nav button[data-view=methods]")
     first = view.page.locator("#view section.group").first
-    assert first.locator("h2").inner_text() == "in0 · defocus" and first.locator(".card").count() == 2
+    assert first.locator("h2").inner_text() == "in0 · defocus" and first.locator(".card").count() == 4
+    assert first.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.method)") == [
+        "image_reg_lime (kernel_width=0.25)", "image_reg_lime (kernel_width=0.5)", "gradcampp", "smoothgrad"]
     assert view.errors == [] and view.foreign == [] and view.images_loaded()[1]
 
 
@@ -539,5 +549,5 @@ def test_a_copy_in_another_folder_works_alone(browser, report, tmp_path):
     copy.parent.mkdir()
     shutil.copy(report, copy)
     view = Page(browser, copy)
-    assert view.cards() == 14 and view.images_loaded() == (28, True)
+    assert view.cards() == 20 and view.images_loaded() == (40, True)
     assert view.errors == [] and view.foreign == []
