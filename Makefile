@@ -7,6 +7,9 @@ STAMP := $(VENV)/.xai-installed
 DATA_PACKAGES := mricron-data invesalius-examples insighttoolkit5-examples
 # libEGL / libOpenGL let slicer-core's VTK render slice and 3D views offscreen for the bridge tests.
 GL_PACKAGES := libegl1 libopengl0 libgl1 libglx-mesa0 libegl-mesa0
+# Debian's Chromium: the comparison report's test opens the page in a real headless browser (driven by playwright,
+# whose own browser download needs the network).
+BROWSER_PACKAGES := chromium
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test setup data benchmark cmake-lists screenshots clean-venv
@@ -32,7 +35,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 data:
-	@missing=""; for p in $(DATA_PACKAGES) $(GL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DATA_PACKAGES) $(GL_PACKAGES) $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "Missing Debian packages:$$missing. Install them with: sudo apt-get install$$missing"; exit 1; fi; \

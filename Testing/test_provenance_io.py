@@ -13,7 +13,7 @@ from XAIExplainerLib.errors import OutputExistsError, VolumeReadError
 from XAIExplainerLib.io import (atomic_output_folder, read_json, read_result_volume, safe_name, write_json,
                                 write_matrix_csv)
 from XAIExplainerLib.progress import sub_progress
-from XAIExplainerLib.provenance import (library_versions, model_fingerprint, run_provenance, sha256_file,
+from XAIExplainerLib.provenance import (library_versions, model_fingerprint, run_provenance, sha256_file, volume_sha256,
                                         sha256_state_dict)
 from XAIExplainerLib.volume import Volume
 
@@ -89,7 +89,8 @@ def test_run_provenance_records_what_ran_and_adds_product_entries():
                             device="cpu", timings={"attribution_s": 2.0}, product={"variant": "absolute"})
     assert record["params"] == {"n_samples": 3} and record["seed"] == 7  # what ran, not what was asked
     assert record["n_model_evaluations"] == 12 and record["attribution_seconds"] == 1.5
-    assert record["input"] == {"shape_zyx": [4, 5, 6], "spacing_xyz": [1.0, 2.0, 3.0], "source": "scan.nii.gz"}
+    assert record["input"] == {"shape_zyx": [4, 5, 6], "spacing_xyz": [1.0, 2.0, 3.0], "source": "scan.nii.gz",
+                               "sha256": volume_sha256(volume)}
     assert record["model_grid"]["shape_zyx"] == [2, 3, 4] and record["variant"] == "absolute"
     assert record["versions"]["torch"] == torch.__version__ and list(record)[-1] == "created_utc"
 
@@ -147,3 +148,17 @@ def test_sub_progress_maps_a_step_onto_its_share_of_the_bar():
     step(0.5, "b")
     step(1.0, "c")
     assert seen == [(0.1, "a"), (0.35, "b"), (0.6, "c")]
+
+
+def test_volume_sha256_is_the_content_not_the_object():
+    """Result folders of several methods are matched to one case by this hash (the comparison report): equal
+    voxels on an equal grid hash equal whatever object holds them; one voxel, the spacing or the dtype changes it."""
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    a = Volume(data, spacing=(1.0, 1.0, 2.0), metadata={"source": "a.nii.gz"})
+    same = Volume(data.copy(), spacing=(1.0, 1.0, 2.0), metadata={"source": "elsewhere.nrrd"})
+    assert volume_sha256(a) == volume_sha256(same) and len(volume_sha256(a)) == 64
+    changed = data.copy()
+    changed[1, 2, 3] += 1
+    assert volume_sha256(a.with_array(changed)) != volume_sha256(a)
+    assert volume_sha256(Volume(data, spacing=(1.0, 1.0, 3.0))) != volume_sha256(a)
+    assert volume_sha256(a.with_array(data.astype(np.float64))) != volume_sha256(a)

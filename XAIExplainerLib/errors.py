@@ -89,3 +89,8 @@ class DependencyError(XAIExplainerError, RuntimeError):
 
 class InstallDeclinedError(DependencyError):
     """The user declined installing the Python packages the computation needs; nothing was changed."""
+
+
+class ReportInputError(XAIExplainerError, ValueError):
+    """The folders handed to the comparison report cannot be compared as asked (no folders, a folder that is not an
+    explanation, one input file explained with two different contents, a ground-truth row naming no case...)."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .volume import Volume
 
 __all__ = ["library_versions", "model_fingerprint", "run_provenance", "sha256_file", "sha256_state_dict",
-           "utc_timestamp"]
+           "utc_timestamp", "volume_sha256"]
 
 #: Libraries whose versions change results; recorded in every result folder.
 VERSIONED_PACKAGES = ("torch", "monai", "SimpleITK", "sklearn", "networkx")
@@ -48,6 +48,22 @@ def sha256_state_dict(state_dict: Mapping[str, Any]) -> str:
         digest.update(name.encode())
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def volume_sha256(volume: "Volume") -> str:
+    """Hex sha256 of what a volume *is*: dtype, shape, grid (spacing, origin, direction to 1e-6) and voxel bytes.
+
+    Why not the file's hash: a scan explained from a NIfTI file, a DICOM folder or a Slicer node is the same input,
+    and result folders of several methods must be matched to one case by content (the comparison report does).
+    """
+    import numpy as np
+
+    array = np.ascontiguousarray(volume.array)
+    digest = hashlib.sha256()
+    grid = [round(float(v), 6) for v in (*volume.spacing, *volume.origin, *volume.direction)]
+    digest.update(f"{array.dtype.str}|{list(array.shape)}|{grid}|".encode())
+    digest.update(array.view(np.uint8).reshape(-1).data)
     return digest.hexdigest()
 
 
@@ -128,7 +144,7 @@ def run_provenance(
         "attribution_seconds": float(getattr(result, "seconds", timings.get("attribution_s", 0.0))),
         "model_grid": {"shape_zyx": list(model_space.shape), "spacing_xyz": list(model_space.spacing)},
         "input": {"shape_zyx": list(volume.shape), "spacing_xyz": list(volume.spacing),
-                  "source": str(volume.metadata.get("source", ""))},
+                  "source": str(volume.metadata.get("source", "")), "sha256": volume_sha256(volume)},
         "model": model_fingerprint(model),
         "device": str(device),
         # what the network ran in (the adapter owns autocast); a bare callable runs as the caller gave it
