@@ -9,6 +9,7 @@ file or process exists. The three comparison views put the expected heatmaps in 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -289,3 +290,162 @@ def test_three_comparison_views(session):
         logic.showComparisonView("all_at_once", volume)
     with pytest.raises(SceneInputError, match="No heatmap"):
         logic.showComparisonView("single_target", volume, method="image_reg_lime", target="age")
+
+
+# --- the section's widgets, driven through minimal Qt stand-ins (the Slicer application is not installable here) --
+
+class _Widget:
+    """A widget that records its properties and connections; ``emit`` is what a user's edit does."""
+
+    def __init__(self, *args):
+        self.slots, self.enabled, self.toolTip, self._blocked = {}, True, "", False
+        self.text = args[0] if args else ""
+
+    def connect(self, signal, slot):
+        self.slots[signal] = slot
+
+    def emit(self, signal, *args):
+        if not self._blocked:
+            self.slots[signal](*args)
+
+    def blockSignals(self, blocked):
+        old, self._blocked = self._blocked, blocked
+        return old
+
+
+class _ComboBox(_Widget):
+    def __init__(self):
+        super().__init__()
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, text, data=None):
+        self.items.append((text, data))
+        self.currentIndex = max(self.currentIndex, 0)
+
+    def setItemData(self, index, value, role):
+        pass
+
+    def itemData(self, index):
+        return self.items[index][1]
+
+    def findData(self, data):
+        return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    @property
+    def currentData(self):
+        return self.items[self.currentIndex][1] if 0 <= self.currentIndex < len(self.items) else None
+
+
+class _LineEdit(_Widget):
+    placeholderText = ""
+
+    def hasFocus(self):
+        return False
+
+
+class _SpinBox(_Widget):
+    value, decimals, singleStep = 0, 0, 1
+
+    def setRange(self, low, high):
+        self.range = (low, high)
+
+
+class _CheckBox(_Widget):
+    checked = False
+
+
+class _FormLayout:
+    def __init__(self, *args):
+        self.rows = []
+
+    def addRow(self, *args):
+        self.rows.append(args)
+
+    def removeRow(self, index):
+        del self.rows[index]
+
+    def rowCount(self):
+        return len(self.rows)
+
+
+@pytest.fixture
+def section(module, session, monkeypatch):
+    """The Regression section built on the module's parameter node, with Qt widgets stood in for."""
+    import types
+
+    import qt
+
+    for name, cls in (("QComboBox", _ComboBox), ("QLineEdit", _LineEdit), ("QSpinBox", _SpinBox),
+                      ("QDoubleSpinBox", _SpinBox), ("QCheckBox", _CheckBox), ("QPushButton", _Widget),
+                      ("QFormLayout", _FormLayout)):
+        monkeypatch.setattr(qt, name, cls, raising=False)
+    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ToolTipRole=3), raising=False)
+    monkeypatch.setattr(slicer, "qMRMLNodeComboBox", type("NodeCombo", (_Widget,), {
+        "setMRMLScene": lambda self, scene: None, "setCurrentNode": lambda self, n: setattr(self, "node", n)}),
+        raising=False)
+    # errors the GUI would show in a pop-up surface as exceptions here
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", lambda *a, **k: contextlib.nullcontext())
+    logic = session["logic"]
+    params = logic.getParameterNode()
+    params.inputVolume, params.modelPath = session["volume"], session["model"]
+    params.parameterNode.SetParameter("Regression", "")  # a fresh section state
+    widget = types.SimpleNamespace(logic=logic, _parameterNode=params,
+                                   _selectItem=module.XAIExplainerWidget._selectItem)
+    regression = sys.modules["XAIExplainerSections.regression"].RegressionSection(widget)
+    regression.form = _FormLayout()
+    regression.build(regression.form)
+    regression.updateButtons(running=False, ready=True)
+    return regression
+
+
+def test_section_widgets_come_from_the_registry_and_store_the_users_choices(section, session, monkeypatch):
+    spec = section.logic.methodSpec("image_reg_lime")
+    assert section.methodComboBox.currentData == "image_reg_lime"
+    # every option of the registry entry has a widget (supervoxels: its slic/cubes choice; label maps come from
+    # the segmentation selector), with the registry's default shown
+    assert list(section._optionWidgets) == [o.name for o in spec.options]
+    assert section._optionWidgets["n_samples"].value == 1000 and section._optionWidgets["fill"].currentData == "zero"
+    assert section.targetsLineEdit.placeholderText == "all: " + ", ".join(NAMES)  # read from the model's JSON
+    assert not section.referenceSpinBox.enabled and section.runButton.enabled
+
+    section.scoreComboBox.emit("activated(int)", section.scoreComboBox.findData("closeness"))
+    section.referenceSpinBox.emit("valueChanged(double)", 0.3)
+    section.targetsLineEdit.text = "white_matter"
+    section.targetsLineEdit.emit("editingFinished()")  # the user leaves the field
+    section._optionWidgets["n_samples"].emit("valueChanged(int)", 30)
+    section.updateButtons(running=False, ready=True)
+    assert section.referenceSpinBox.enabled and section.referenceSpinBox.value == pytest.approx(0.3)
+    assert section._optionWidgets["n_samples"].value == 30
+
+    calls = []
+    monkeypatch.setattr(section, "start", lambda what, run, **kwargs: calls.append((run, kwargs)))
+    section.onRunButton()
+    run, kwargs = calls[0]
+    assert run == section.logic.explainRegression
+    assert kwargs["method"] == "image_reg_lime" and kwargs["targets"] == ["white_matter"]
+    assert kwargs["score"] == "closeness" and kwargs["reference"] == pytest.approx(0.3)
+    assert kwargs["methodParameters"]["n_samples"] == 30 and kwargs["labelSegmentation"] is None
+    assert kwargs["inputVolume"] is session["volume"]
+
+
+def test_section_comparison_menus_list_the_inputs_heatmaps(section, session):
+    methods = [section.compareMethodComboBox.itemData(i) for i in range(section.compareMethodComboBox.count)]
+    targets = [section.compareTargetComboBox.itemData(i) for i in range(section.compareTargetComboBox.count)]
+    assert methods[0] == "image_reg_lime" and targets == NAMES
+    assert section.compareMethodComboBox.items[0][0] == "Image-Reg-LIME"  # the registry's label
+    section.viewComboBox.emit("activated(int)", section.viewComboBox.findData("single_target"))
+    section.compareTargetComboBox.currentIndex = section.compareTargetComboBox.findData("csf")
+    section.onCompareButton()
+    composites = [slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    shown = slicer.mrmlScene.GetNodeByID(next(c for c in composites if c.GetLayoutName() == "XAICompare1")
+                                         .GetForegroundVolumeID())
+    assert shown.GetAttribute("XAIExplainer.attribution_of") == "csf"
+    assert shown.GetAttribute("XAIExplainer.method") == "image_reg_lime"
