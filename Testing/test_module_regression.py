@@ -214,7 +214,7 @@ def test_a_segmentation_model_is_refused_from_its_json(session, tmp_path):
         session["logic"].explainRegression(session["volume"], weights, device="cpu")
 
 
-def test_a_newly_registered_method_appears_and_maps_to_the_cam_command(session):
+def test_a_newly_registered_method_appears_and_maps_to_explain_regression(session):
     """The section's menu and command come from the registry: a method registered by another file shows up."""
     from XAIExplainerLib.attribution.registry import MethodSpec, OptionSpec, register_method, unregister_method
     from XAIExplainerLib.slicer_bridge.regression import regression_cli_args
@@ -225,8 +225,8 @@ def test_a_newly_registered_method_appears_and_maps_to_the_cam_command(session):
     try:
         logic = session["logic"]
         assert "test_layer_method" in [s.name for s in logic.regressionMethodMenu()]
-        assert regression_cli_args(spec, {"layers": "conv1"}) == ["cam", "--method", "test_layer_method",
-                                                                  "--layers", "conv1"]
+        assert regression_cli_args(spec, {"layers": "conv1 conv2"}) == [
+            "explain-regression", "--method", "test_layer_method", "--param", "layers=conv1 conv2"]
         with pytest.raises(MethodParameterError, match="no supervoxels"):  # a label map needs a supervoxel option
             logic.explainRegression(session["volume"], session["model"], method="test_layer_method",
                                     labelSegmentation=slicer.mrmlScene.GetFirstNodeByName("regions"))
@@ -248,21 +248,46 @@ def test_settings_are_stored_on_the_parameter_node(session):
     assert values["n_samples"] == 250 and values["kernel_width"] == pytest.approx(0.25)
 
 
-def _second_method_run(session) -> dict:
-    """A result folder of another method (the CLI's folder relabelled) loaded as a user's later run."""
+@pytest.fixture(scope="module")
+def other_run(session) -> dict:
+    """A later run of a method without a surrogate, in the folder format every regression command writes
+    (heatmaps, provenance.json, maps.json naming a blank map and why), loaded as the module loads it."""
     from XAIExplainerLib.slicer_bridge.regression import load_regression_nodes
+    from XAIExplainerLib.volume import write_volume
 
     out = _cli(session, "other", *LIME, "--seed", "9")
     provenance = json.loads((out / "provenance.json").read_text())
     (out / "provenance.json").write_text(json.dumps({**provenance, "method": "smoothgrad"}))
+    for name in ("surrogate.json", "surrogate_weights.csv", "supervoxels.nii.gz"):
+        (out / name).unlink()
+    csf = read_volume(out / "heatmap_csf.nii.gz")
+    write_volume(csf.with_array(np.zeros_like(csf.array)), out / "heatmap_csf.nii.gz")
+    predictions = provenance["predictions"]
+    (out / "maps.json").write_text(json.dumps({"method": "smoothgrad", "score": "higher", "reference": None,
+                                               "reads": "signed gradient", "targets": {
+        n: {"prediction": predictions[n], "blank": n == "csf",
+            "blank_reason": "every channel weight is negative" if n == "csf" else None} for n in NAMES}}))
     return load_regression_nodes(out, session["volume"], session["input_file"], "SmoothGrad")
 
 
-def test_three_comparison_views(session):
+def test_a_folder_without_surrogate_gives_heatmaps_predictions_and_blank_flags(other_run):
+    nodes = other_run
+    table = _table(nodes["table"])
+    predictions = json.loads(nodes["heatmap:csf"].GetAttribute("XAIExplainer.provenance"))["predictions"]
+    np.testing.assert_allclose(table["prediction"], [predictions[n] for n in NAMES], rtol=1e-6)
+    assert np.isnan(table["R2"]).all() and np.isnan(table["intercept"]).all()
+    assert table["blank"] == [0.0, 0.0, 1.0]
+    assert nodes["heatmap:csf"].GetAttribute("XAIExplainer.blank_reason") == "every channel weight is negative"
+    assert nodes["heatmap:grey_matter"].GetAttribute("XAIExplainer.blank_reason") is None
+    assert "weights" not in nodes and "supervoxels" not in nodes
+    assert nodes["heatmap:csf"].GetAttribute("XAIExplainer.method") == "smoothgrad"
+
+
+def test_three_comparison_views(session, other_run):
     from XAIExplainerLib.slicer_bridge.comparison import COMPARISON_LAYOUT_ID
 
     logic, volume, runs = session["logic"], session["volume"], session["runs"]
-    other = _second_method_run(session)
+    other = other_run  # the latest run: a second method
     methods, targets = logic.comparisonChoices(volume)
     assert methods == ["image_reg_lime", "smoothgrad"] and targets == NAMES
 

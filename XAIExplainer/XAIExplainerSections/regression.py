@@ -335,7 +335,12 @@ class RegressionSection(Section):
                                           target=self.compareTargetComboBox.currentData or None)
 
     def showResult(self, result) -> str:
-        targets = [k.split(":", 1)[1] for k in result if k.startswith("heatmap:")]
+        heatmaps = {k.split(":", 1)[1]: n for k, n in result.items() if k.startswith("heatmap:")}
+        if heatmaps and self.parameterNode is not None:
+            self.parameterNode.heatmapVolume = next(iter(heatmaps.values()))  # also in the Results section
         self._fillComparisonMenus()
-        return _("Done: {n} regression heatmaps ({targets}) and the surrogate table added.").format(
-            n=len(targets), targets=", ".join(targets))
+        blank = [f"{t} ({n.GetAttribute('XAIExplainer.blank_reason')})" for t, n in heatmaps.items()
+                 if n.GetAttribute("XAIExplainer.blank_reason")]
+        message = _("Done: {n} regression heatmaps ({targets}) and their table added.").format(
+            n=len(heatmaps), targets=", ".join(heatmaps))
+        return message + (" " + _("Blank maps: {blank}").format(blank="; ".join(blank)) if blank else "")

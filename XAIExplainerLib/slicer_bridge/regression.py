@@ -4,9 +4,10 @@ before a process starts, a segmentation exported as supervoxels, and a result fo
 Everything here is read from the method registry and the CLI modules, so a regression method registered elsewhere
 (Image-Reg-LIME, Grad-CAM++, LayerCAM, SmoothGrad...) appears in the section and runs without a line naming it.
 :func:`regression_command` is the one place that maps a registry method to its ``xai-explainer`` command. The
-result folder is the one :func:`XAIExplainerLib.pipelines.regression.save_regression_explanation` writes
-(``heatmap_<target>.nii.gz``, ``supervoxels.nii.gz``, ``surrogate.json``, ``provenance.json``); a folder without a
-surrogate (a gradient or CAM method) gives heatmaps and a table of predictions with empty R².
+result folder is the one :func:`XAIExplainerLib.pipelines.regression.save_regression_explanation` writes for every
+method: ``heatmap_<target>.nii.gz`` and ``provenance.json``, plus ``supervoxels.nii.gz`` and ``surrogate.json``
+(LIME) or ``maps.json`` (methods without a surrogate: predictions, and which maps are blank and why). Without a
+surrogate the table has no intercept and R² (NaN) and the weights table is not made.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ __all__ = ["INPUT_REFERENCE", "LABEL_OPTION", "check_regression_request", "expor
 LABEL_OPTION = "supervoxels"
 #: Node reference from every result node to the input volume it explains (comparison views filter on it).
 INPUT_REFERENCE = "XAIExplainer.input"
-#: Command of the methods whose CLI module does not claim them (``xai-explainer cam --method NAME``).
-DEFAULT_REGRESSION_COMMAND = "cam"
+#: Command of every regression method that ``lime`` does not run: ``xai-explainer explain-regression --method NAME``
+#: takes any option of a registered regression method as ``--param NAME=VALUE`` (Grad-CAM++, LayerCAM, SmoothGrad).
+DEFAULT_REGRESSION_COMMAND = "explain-regression"
 
 
 def regression_methods() -> list[Any]:
@@ -48,7 +50,7 @@ def regression_scores() -> tuple[str, ...]:
 
 def regression_command(spec: Any) -> list[str]:
     """The ``xai-explainer`` words that run ``spec``: ``["lime"]`` for the method the lime command runs, else
-    ``["cam", "--method", name]`` (one command for the layer and gradient methods of regression models)."""
+    ``["explain-regression", "--method", name]``. The one place that maps a registry method to its command."""
     from ..cli import lime
 
     if spec.name == lime.METHOD:
@@ -61,13 +63,19 @@ def _flag_value(value: Any) -> str:
 
 
 def regression_cli_args(spec: Any, values: Mapping[str, Any], label_map: Path | None = None) -> list[str]:
-    """The command and the method's option flags (the registry's ``--flag VALUE``; defaults left out).
+    """The command and the method's options that differ from their defaults, validated by the registry first.
 
-    Every value is validated by the registry first. ``label_map`` (a file on the input's grid) replaces the
-    choice of the :data:`LABEL_OPTION` option, as ``--supervoxels LABELMAP`` does on the command line.
+    ``lime`` takes each option as its registry flag (``--samples 500``), ``explain-regression`` as
+    ``--param name=value``. ``label_map`` (a file on the input's grid) replaces the choice of the
+    :data:`LABEL_OPTION` option, as ``--supervoxels LABELMAP`` does on the command line.
     """
+    from .methods import method_cli_args
+
     checked = spec.validate({k: v for k, v in values.items() if spec.option(k) is not None})
-    args = list(regression_command(spec))
+    command = regression_command(spec)
+    if command[0] != "lime":
+        return [*command, *method_cli_args(spec, checked)]
+    args = list(command)
     for option in spec.options:
         value = checked[option.name]
         if option.name == LABEL_OPTION and label_map is not None:
@@ -159,41 +167,54 @@ def _supervoxel_names(supervoxels: np.ndarray, labels: np.ndarray | None, segmen
     return out
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _read_folder(folder: Path) -> tuple[dict, dict, list[str]]:
-    """surrogate.json (may be absent), provenance.json and the explained target names, in the run's order."""
-    surrogate_file = folder / "surrogate.json"
-    surrogate = json.loads(surrogate_file.read_text()) if surrogate_file.is_file() else {}
-    provenance_file = folder / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
-    targets = list(surrogate.get("targets") or (provenance.get("product") or {}).get("targets") or [])
+    """(record, provenance, targets): ``record`` holds score, reference, reads, predictions and per-target fits
+    from ``surrogate.json`` (LIME) or ``maps.json`` (methods without a surrogate: prediction, blank and why)."""
+    provenance = _read_json(folder / "provenance.json")
+    product = provenance  # run_provenance puts the product's entries (score, targets, predictions) at the top
+    record = _read_json(folder / "surrogate.json") or _read_json(folder / "maps.json")
+    fits = record.get("targets") or {}
+    targets = list(fits or product.get("targets") or [])
     if not targets:
-        raise SceneInputError(f"'{folder}' names no explained targets (no surrogate.json or provenance targets); "
-                              "it is not a regression result folder.")
-    return surrogate, provenance, targets
+        raise SceneInputError(f"'{folder}' names no explained targets (no surrogate.json, maps.json or provenance "
+                              "'targets'); it is not a regression result folder.")
+    predictions = record.get("predictions") or product.get("predictions") or {
+        t: fits.get(t, {}).get("prediction") for t in targets}
+    record = {"score": record.get("score", product.get("score")), "reference": record.get(
+        "reference", product.get("reference")), "reads": record.get("reads"), "predictions": predictions,
+        "targets": fits}
+    return record, provenance, targets
 
 
-def _summary_table(name: str, targets: list[str], surrogate: dict, scene: Any) -> Any:
-    """One row per explained target: prediction, surrogate intercept and weighted R² (NaN without a surrogate)."""
+def _summary_table(name: str, targets: list[str], record: dict, scene: Any) -> Any:
+    """One row per explained target: prediction, surrogate intercept and weighted R² (NaN without a surrogate),
+    and whether the map is blank (1) as the method reported."""
     from .matrix import _fill_table
 
-    fits = surrogate.get("targets") or {}
-    predictions = surrogate.get("predictions") or {}
+    fits = record["targets"]
 
-    def column(key: str, source: Mapping) -> np.ndarray:
-        return np.array([float(source.get(t, {}).get(key, math.nan)) if key else float(source.get(t, math.nan))
-                         for t in targets])
+    def value(target: str, key: str) -> float:
+        found = record["predictions"].get(target) if key == "prediction" else fits.get(target, {}).get(key)
+        return math.nan if found is None else float(found)
 
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    _fill_table(node, "target", targets, {"prediction": column("", predictions),
-                                          "intercept": column("intercept", fits), "R2": column("r2", fits)})
+    columns = {key: np.array([value(t, key) for t in targets]) for key in ("prediction", "intercept", "r2")}
+    columns["R2"] = columns.pop("r2")
+    if any("blank" in fits.get(t, {}) for t in targets):
+        columns["blank"] = np.array([value(t, "blank") for t in targets])
+    _fill_table(node, "target", targets, columns)
     return node
 
 
-def _weights_table(name: str, targets: list[str], surrogate: dict, supervoxel_names: list[str], scene: Any) -> Any:
+def _weights_table(name: str, targets: list[str], record: dict, supervoxel_names: list[str], scene: Any) -> Any:
     """The surrogate weight of every supervoxel (rows) for every target (columns); None without a surrogate."""
     from .matrix import _fill_table
 
-    fits = surrogate.get("targets") or {}
+    fits = record["targets"]
     weights = {t: np.asarray(fits[t]["weights"], np.float64) for t in targets if fits.get(t, {}).get("weights")}
     if not weights:
         return None
@@ -208,8 +229,8 @@ def load_regression_nodes(folder: Path, input_node: Any, input_file: Path, metho
                           label_map_file: Path | None = None, segment_names: Sequence[str] = ()) -> dict[str, Any]:
     """Nodes for a regression result folder, filed in one Subject Hierarchy folder per run.
 
-    Keys: "heatmap:<target>" (signed map on the input's grid, first one shown over the input), "table" (prediction,
-    intercept, R² per target), "weights" (supervoxel x target surrogate weights, when the method fits one),
+    Keys: "heatmap:<target>" (signed map on the input's grid, first one shown over the input; a blank map carries
+    ``XAIExplainer.blank_reason``), "table" (prediction, intercept, R², blank per target), "weights" (supervoxel x target surrogate weights, when the method fits one),
     "supervoxels" (label map of the supervoxels, when written) and "folder_item". Provenance paths into the
     temporary work folder become "mrml:<input node name>"; every node references the input node.
     """
@@ -222,10 +243,10 @@ def load_regression_nodes(folder: Path, input_node: Any, input_file: Path, metho
 
     folder = Path(folder)
     scene = get_context().scene
-    surrogate, provenance, targets = _read_folder(folder)
+    record, provenance, targets = _read_folder(folder)
     provenance = detach_provenance(provenance, Path(input_file).parent, f"mrml:{input_node.GetName()}")
-    prov = {**provenance, "score": surrogate.get("score"), "reference": surrogate.get("reference"),
-            "reads": surrogate.get("reads", "positive = raises the score")}
+    prov = {**provenance, "score": record["score"], "reference": record["reference"],
+            "reads": record["reads"] or "positive = raises the score"}
     prefix = f"{input_node.GetName()} {method_label}"
     nodes: dict[str, Any] = {}
 
@@ -236,11 +257,13 @@ def load_regression_nodes(folder: Path, input_node: Any, input_file: Path, metho
 
     for target in targets:
         heat = read_volume(folder / f"heatmap_{safe_name(target)}.nii.gz")
-        node = tag(add_volume_node(heat, f"{prefix} {target}", scene=scene), "heatmap", attribution_of=target)
+        blank = record["targets"].get(target, {}).get("blank_reason")
+        node = tag(add_volume_node(heat, f"{prefix} {target}", scene=scene), "heatmap", attribution_of=target,
+                   **({"blank_reason": blank} if blank else {}))
         heatmap_window_limit(node)  # the window rule, stored on the node
         nodes[f"heatmap:{target}"] = node
     show_heatmap(nodes[f"heatmap:{targets[0]}"], input_node)
-    nodes["table"] = tag(_summary_table(f"{prefix} surrogate", targets, surrogate, scene), "regression_surrogate")
+    nodes["table"] = tag(_summary_table(f"{prefix} summary", targets, record, scene), "regression_summary")
     supervoxel_names: list[str] = []
     if (folder / "supervoxels.nii.gz").is_file():
         segments = read_volume(folder / "supervoxels.nii.gz")
@@ -248,7 +271,7 @@ def load_regression_nodes(folder: Path, input_node: Any, input_file: Path, metho
         supervoxel_names = _supervoxel_names(np.asarray(segments.array).astype(np.int64), labels, segment_names)
         nodes["supervoxels"] = tag(add_volume_node(segments, f"{prefix} supervoxels", labelmap=True, scene=scene),
                                    "supervoxels")
-    weights = _weights_table(f"{prefix} surrogate weights", targets, surrogate, supervoxel_names, scene)
+    weights = _weights_table(f"{prefix} surrogate weights", targets, record, supervoxel_names, scene)
     if weights is not None:
         nodes["weights"] = tag(weights, "regression_surrogate_weights")
     nodes["folder_item"] = run_folder(list(nodes.values()), method_label)
