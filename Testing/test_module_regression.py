@@ -474,3 +474,30 @@ def test_section_comparison_menus_list_the_inputs_heatmaps(section, session):
                                          .GetForegroundVolumeID())
     assert shown.GetAttribute("XAIExplainer.attribution_of") == "csf"
     assert shown.GetAttribute("XAIExplainer.method") == "image_reg_lime"
+
+
+def _other_regression_methods() -> list[str]:
+    import XAIExplainerLib.attribution  # noqa: F401  (fills the registry)
+    from XAIExplainerLib.attribution.registry import available_methods
+    from XAIExplainerLib.cli import lime
+
+    return [s.name for s in available_methods("regression") if s.name != lime.METHOD]
+
+
+@pytest.mark.parametrize("method", _other_regression_methods())
+def test_every_other_registered_regression_method_runs_through_the_section(session, method):
+    """Whatever else is registered for regression (CAM, gradient methods) runs with its defaults through the
+    command :func:`regression_command` names, and gives one map per target with the model's predictions."""
+    from XAIExplainerLib.slicer_bridge.volumes import node_ijk_to_ras
+
+    nodes = session["logic"].explainRegression(session["volume"], session["model"], method=method, device="cpu",
+                                               wait=True)
+    lime_table = _table(session["runs"]["all"]["table"])
+    table = _table(nodes["table"])
+    assert table["target"] == NAMES
+    np.testing.assert_allclose(table["prediction"], lime_table["prediction"], rtol=1e-5)  # same model, same input
+    for name in NAMES:
+        node = nodes[f"heatmap:{name}"]
+        np.testing.assert_allclose(node_ijk_to_ras(node), IJK_TO_RAS, atol=1e-6)
+        assert np.isfinite(slicer.util.arrayFromVolume(node)).all()
+        assert node.GetAttribute("XAIExplainer.method") == method
