@@ -43,15 +43,20 @@ def optionWidget(option, onChange: Callable[[str, Any], None]):
 
 
 def showOptionValue(widget, value) -> None:
-    """Show ``value`` in a widget made by :func:`optionWidget` without sending it back as an edit."""
+    """Show ``value`` in a widget made by :func:`optionWidget` without sending it back as an edit.
+
+    A widget that already shows the value is left alone: re-setting a spin box the user is typing in would
+    reformat its text ("0.09" -> "0.0900") and move the cursor on every keystroke.
+    """
     wasBlocked = widget.blockSignals(True)
     if isinstance(widget, qt.QComboBox):
         widget.currentIndex = max(0, widget.findData(value))
     elif isinstance(widget, qt.QCheckBox):
         widget.checked = bool(value)
     elif isinstance(widget, qt.QLineEdit):
-        widget.text = "" if value is None else str(value)
-    else:
+        if not widget.hasFocus():
+            widget.text = "" if value is None else str(value)
+    elif widget.value != value:
         widget.value = value
     widget.blockSignals(wasBlocked)
 
