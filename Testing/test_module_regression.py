@@ -405,13 +405,13 @@ def section(module, session, monkeypatch):
     """The Regression section built on the module's parameter node, with Qt widgets stood in for."""
     import types
 
-    import qt
-
-    for name, cls in (("QComboBox", _ComboBox), ("QLineEdit", _LineEdit), ("QSpinBox", _SpinBox),
-                      ("QDoubleSpinBox", _SpinBox), ("QCheckBox", _CheckBox), ("QPushButton", _Widget),
-                      ("QFormLayout", _FormLayout)):
-        monkeypatch.setattr(qt, name, cls, raising=False)
-    monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ToolTipRole=3), raising=False)
+    sections = [sys.modules["XAIExplainerSections.base"], sys.modules["XAIExplainerSections.regression"]]
+    for qt in {id(m.qt): m.qt for m in sections}.values():  # the qt module the sections imported (cached)
+        for name, cls in (("QComboBox", _ComboBox), ("QLineEdit", _LineEdit), ("QSpinBox", _SpinBox),
+                          ("QDoubleSpinBox", _SpinBox), ("QCheckBox", _CheckBox), ("QPushButton", _Widget),
+                          ("QFormLayout", _FormLayout)):
+            monkeypatch.setattr(qt, name, cls, raising=False)
+        monkeypatch.setattr(qt, "Qt", types.SimpleNamespace(ToolTipRole=3), raising=False)
     monkeypatch.setattr(slicer, "qMRMLNodeComboBox", type("NodeCombo", (_Widget,), {
         "setMRMLScene": lambda self, scene: None, "setCurrentNode": lambda self, n: setattr(self, "node", n)}),
         raising=False)
