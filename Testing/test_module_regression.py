@@ -363,10 +363,6 @@ class _ComboBox(_Widget):
     def count(self):
         return len(self.items)
 
-    @property
-    def currentData(self):
-        return self.items[self.currentIndex][1] if 0 <= self.currentIndex < len(self.items) else None
-
 
 class _LineEdit(_Widget):
     placeholderText = ""
@@ -432,11 +428,12 @@ def section(module, session, monkeypatch):
 
 def test_section_widgets_come_from_the_registry_and_store_the_users_choices(section, session, monkeypatch):
     spec = section.logic.methodSpec("image_reg_lime")
-    assert section.methodComboBox.currentData == "image_reg_lime"
+    assert section.methodComboBox.itemData(section.methodComboBox.currentIndex) == "image_reg_lime"
     # every option of the registry entry has a widget (supervoxels: its slic/cubes choice; label maps come from
     # the segmentation selector), with the registry's default shown
     assert list(section._optionWidgets) == [o.name for o in spec.options]
-    assert section._optionWidgets["n_samples"].value == 1000 and section._optionWidgets["fill"].currentData == "zero"
+    fill = section._optionWidgets["fill"]
+    assert section._optionWidgets["n_samples"].value == 1000 and fill.itemData(fill.currentIndex) == "zero"
     assert section.targetsLineEdit.placeholderText == "all: " + ", ".join(NAMES)  # read from the model's JSON
     assert not section.referenceSpinBox.enabled and section.runButton.enabled
 

@@ -28,6 +28,16 @@ VIEW_LABELS = {"single_target": "Single target", "multiple_targets": "Multiple t
                "multiple_methods": "Multiple methods"}
 
 
+def _scriptedModuleNode(parameterNode):
+    """The MRML node under the module's parameter-node wrapper (or the node itself)."""
+    return parameterNode.parameterNode if hasattr(parameterNode, "parameterNode") else parameterNode
+
+
+def _currentData(comboBox):
+    """The chosen item's data (``itemData`` works alike in PythonQt and PyQt; ``currentData`` is ambiguous)."""
+    return comboBox.itemData(comboBox.currentIndex) if comboBox.currentIndex >= 0 else None
+
+
 class RegressionLogic:
     """Console API of the Regression section (mixed into ``XAIExplainerLogic``)::
 
@@ -54,9 +64,8 @@ class RegressionLogic:
     @staticmethod
     def regressionSettings(parameterNode) -> dict:
         """The section's settings saved in the parameter node (defaults for what was never set)."""
-        node = parameterNode.parameterNode if hasattr(parameterNode, "parameterNode") else parameterNode
         try:
-            stored = json.loads(node.GetParameter(SETTINGS_PARAMETER) or "{}")
+            stored = json.loads(_scriptedModuleNode(parameterNode).GetParameter(SETTINGS_PARAMETER) or "{}")
         except json.JSONDecodeError:
             stored = {}
         return {**DEFAULT_SETTINGS, **(stored if isinstance(stored, dict) else {})}
@@ -66,8 +75,7 @@ class RegressionLogic:
             raise ValueError(_("Unknown Regression setting '{key}'.").format(key=key))
         settings = self.regressionSettings(parameterNode)
         settings[key] = value
-        node = parameterNode.parameterNode if hasattr(parameterNode, "parameterNode") else parameterNode
-        node.SetParameter(SETTINGS_PARAMETER, json.dumps(settings, sort_keys=True))
+        _scriptedModuleNode(parameterNode).SetParameter(SETTINGS_PARAMETER, json.dumps(settings, sort_keys=True))
 
     def regressionOptionValues(self, parameterNode, method: Optional[str] = None) -> dict:
         """The method's option values: stored ones (validated) over the registry's defaults."""
@@ -281,7 +289,7 @@ class RegressionSection(Section):
             showOptionValue(widget, values.get(name))
         if not self.targetsLineEdit.hasFocus():
             self.targetsLineEdit.text = settings["targets"]
-        names = self.logic.regressionTargetNames(p.modelPath) if p.modelPath else None
+        names = self._targetNames(p.modelPath)
         self.targetsLineEdit.placeholderText = (_("all: {names}").format(names=", ".join(names)) if names
                                                 else _("all targets"))
         closeness = settings["score"] == "closeness"
@@ -290,6 +298,13 @@ class RegressionSection(Section):
         wasBlocked = self.labelSegmentationSelector.blockSignals(True)
         self.labelSegmentationSelector.setCurrentNode(p.parameterNode.GetNodeReference(LABEL_SEGMENTATION_REFERENCE))
         self.labelSegmentationSelector.blockSignals(wasBlocked)
+
+    def _targetNames(self, modelPath) -> Optional[list]:
+        """The model's target names, read again only when the model path changes (this runs on every edit)."""
+        key = str(modelPath or "")
+        if getattr(self, "_targetNamesFor", (None,))[0] != key:
+            self._targetNamesFor = (key, self.logic.regressionTargetNames(modelPath) if key.strip(". ") else None)
+        return self._targetNamesFor[1]
 
     def updateButtons(self, running: bool, ready: bool) -> None:
         self._showSettings()  # called on every parameter-node change: keeps the widgets in step with the scene
@@ -302,7 +317,7 @@ class RegressionSection(Section):
         p = self.parameterNode
         methods, targets = self.logic.comparisonChoices(p.inputVolume if p is not None else None)
         for comboBox, items in ((self.compareMethodComboBox, methods), (self.compareTargetComboBox, targets)):
-            current = comboBox.currentData
+            current = _currentData(comboBox)
             if [comboBox.itemData(i) for i in range(comboBox.count)] == items:
                 continue
             comboBox.clear()
@@ -331,8 +346,8 @@ class RegressionSection(Section):
         with slicer.util.tryWithErrorDisplay(_("Failed to show the comparison."), waitCursor=True):
             p = self.parameterNode
             self.logic.showComparisonView(self.logic.regressionSettings(p)["view"], p.inputVolume,
-                                          method=self.compareMethodComboBox.currentData or None,
-                                          target=self.compareTargetComboBox.currentData or None)
+                                          method=_currentData(self.compareMethodComboBox) or None,
+                                          target=_currentData(self.compareTargetComboBox) or None)
 
     def showResult(self, result) -> str:
         heatmaps = {k.split(":", 1)[1]: n for k, n in result.items() if k.startswith("heatmap:")}

@@ -154,17 +154,19 @@ def export_label_segmentation(segmentation_node: Any, input_node: Any, work_dir:
 
 
 def _supervoxel_names(supervoxels: np.ndarray, labels: np.ndarray | None, segment_names: Sequence[str]) -> list[str]:
-    """A name per supervoxel id: the segment most of its voxels carry (ids were renumbered from the labels)."""
+    """A name per supervoxel id: the segment most of its voxels carry (ids were renumbered from the labels).
+
+    One joint histogram of (id, label) pairs, so an atlas with hundreds of segments costs one pass over the voxels.
+    """
     count = int(supervoxels.max()) + 1 if supervoxels.size else 0
     if labels is None or not segment_names:
         return [f"supervoxel {j}" for j in range(count)]
     names = ["outside segments", *segment_names]
-    out = []
-    for j in range(count):
-        inside = labels[supervoxels == j]
-        label = int(np.bincount(inside.astype(np.int64)).argmax()) if inside.size else -1
-        out.append(names[label] if 0 <= label < len(names) else f"supervoxel {j}")
-    return out
+    labels = np.asarray(labels, np.int64).ravel()
+    n_labels = int(labels.max()) + 1
+    joint = np.bincount(supervoxels.ravel() * n_labels + labels, minlength=count * n_labels)
+    majority = joint.reshape(count, n_labels).argmax(axis=1)
+    return [names[v] if v < len(names) else f"supervoxel {j}" for j, v in enumerate(majority.tolist())]
 
 
 def _read_json(path: Path) -> dict:
@@ -174,18 +176,17 @@ def _read_json(path: Path) -> dict:
 def _read_folder(folder: Path) -> tuple[dict, dict, list[str]]:
     """(record, provenance, targets): ``record`` holds score, reference, reads, predictions and per-target fits
     from ``surrogate.json`` (LIME) or ``maps.json`` (methods without a surrogate: prediction, blank and why)."""
-    provenance = _read_json(folder / "provenance.json")
-    product = provenance  # run_provenance puts the product's entries (score, targets, predictions) at the top
+    provenance = _read_json(folder / "provenance.json")  # the product's entries (score, targets...) at the top
     record = _read_json(folder / "surrogate.json") or _read_json(folder / "maps.json")
     fits = record.get("targets") or {}
-    targets = list(fits or product.get("targets") or [])
+    targets = list(fits or provenance.get("targets") or [])
     if not targets:
         raise SceneInputError(f"'{folder}' names no explained targets (no surrogate.json, maps.json or provenance "
                               "'targets'); it is not a regression result folder.")
-    predictions = record.get("predictions") or product.get("predictions") or {
+    predictions = record.get("predictions") or provenance.get("predictions") or {
         t: fits.get(t, {}).get("prediction") for t in targets}
-    record = {"score": record.get("score", product.get("score")), "reference": record.get(
-        "reference", product.get("reference")), "reads": record.get("reads"), "predictions": predictions,
+    record = {"score": record.get("score", provenance.get("score")), "reference": record.get(
+        "reference", provenance.get("reference")), "reads": record.get("reads"), "predictions": predictions,
         "targets": fits}
     return record, provenance, targets
 
@@ -230,8 +231,9 @@ def load_regression_nodes(folder: Path, input_node: Any, input_file: Path, metho
     """Nodes for a regression result folder, filed in one Subject Hierarchy folder per run.
 
     Keys: "heatmap:<target>" (signed map on the input's grid, first one shown over the input; a blank map carries
-    ``XAIExplainer.blank_reason``), "table" (prediction, intercept, R², blank per target), "weights" (supervoxel x target surrogate weights, when the method fits one),
-    "supervoxels" (label map of the supervoxels, when written) and "folder_item". Provenance paths into the
+    ``XAIExplainer.blank_reason``), "table" (prediction, intercept, R², blank per target), "weights" (supervoxel x
+    target surrogate weights, when the method fits one), "supervoxels" (label map of the supervoxels, when
+    written) and "folder_item". Provenance paths into the
     temporary work folder become "mrml:<input node name>"; every node references the input node.
     """
     from ..io import safe_name
