@@ -498,3 +498,32 @@ def test_every_other_registered_regression_method_runs_through_the_section(sessi
         np.testing.assert_allclose(node_ijk_to_ras(node), IJK_TO_RAS, atol=1e-6)
         assert np.isfinite(slicer.util.arrayFromVolume(node)).all()
         assert node.GetAttribute("XAIExplainer.method") == method
+
+
+def test_settings_and_comparison_views_survive_a_scene_reload(session, other_run, tmp_path):
+    """Saved as .mrb and opened in a fresh scene: the section's settings, the heatmaps' input references and run
+    folders (what the comparison views select by) come back. Runs last: it replaces the global scene."""
+    logic = session["logic"]
+    latest_lime = [slicer.util.arrayFromVolume(session["runs"]["segments"][f"heatmap:{n}"]).copy() for n in NAMES]
+    params = logic.getParameterNode()
+    logic.setRegressionSetting(params, "view", "multiple_methods")
+    params.parameterNode.SetNodeReferenceID("Regression.labelSegmentation",
+                                            slicer.mrmlScene.GetFirstNodeByName("regions").GetID())
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert session["ctx"].app_logic.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)
+    assert session["ctx"].app_logic.Zip(str(tmp_path / "s.mrb"), str(bundle))
+    fresh = create_headless_scene()
+    (tmp_path / "opened").mkdir()
+    assert fresh.app_logic.OpenSlicerDataBundle(str(tmp_path / "s.mrb"), str(tmp_path / "opened"))
+
+    params = logic.getParameterNode()
+    assert logic.regressionSettings(params)["view"] == "multiple_methods"
+    assert params.parameterNode.GetNodeReference("Regression.labelSegmentation").GetName() == "regions"
+    volume = fresh.scene.GetFirstNodeByName("patch")
+    methods, targets = logic.comparisonChoices(volume)
+    assert methods[:2] == ["image_reg_lime", "smoothgrad"] and targets == NAMES
+    layout = logic.showComparisonView("multiple_targets", volume, method="image_reg_lime")
+    shown = [slicer.util.arrayFromVolume(fresh.scene.GetNodeByID(c.GetForegroundVolumeID()))
+             for c in layout.composite_nodes]
+    assert len(shown) == 3 and all(np.array_equal(a, b) for a, b in zip(shown, latest_lime))  # the latest run's
