@@ -55,6 +55,7 @@ LIBRARY_FOLDER = _libraryParentFolder()
 if str(Path(__file__).resolve().parent) not in sys.path:  # Slicer puts it there; a plain import may not
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from XAIExplainerSections import SECTIONS, ProductLogic  # noqa: E402
+from XAIExplainerSections.base import optionWidget, showOptionValue  # noqa: E402
 DOCUMENTATION_URL = "https://github.com/REPLACE-WITH-OWNER/SlicerXAIExplainer#readme"
 DEMO_SAMPLE_NAME = "XAIExplainerDemoT1"
 
@@ -308,42 +309,13 @@ class XAIExplainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._optionWidgets[option.name] = widget
 
     def _optionWidget(self, option):
-        """A spin box, check box or combo box for one registry option, sending its value to the parameter node."""
-        if option.choices is not None:
-            widget = qt.QComboBox()
-            for choice in option.choices:
-                widget.addItem(str(choice), choice)
-            widget.connect("activated(int)", lambda i, o=option, w=widget: self._setOption(o.name, w.itemData(i)))
-        elif option.type is bool:
-            widget = qt.QCheckBox()
-            widget.connect("toggled(bool)", lambda v, o=option: self._setOption(o.name, bool(v)))
-        elif option.type is int:
-            widget = qt.QSpinBox()
-            widget.setRange(int(option.minimum if option.minimum is not None else 0),
-                            int(option.maximum if option.maximum is not None else 1000000))
-            widget.connect("valueChanged(int)", lambda v, o=option: self._setOption(o.name, int(v)))
-        else:
-            widget = qt.QDoubleSpinBox()
-            widget.decimals = 3
-            widget.singleStep = 0.01
-            low = option.minimum if option.minimum is not None else -1e6
-            widget.setRange(low + (0.001 if option.exclusive_minimum else 0.0),
-                            option.maximum if option.maximum is not None else 1e6)
-            widget.connect("valueChanged(double)", lambda v, o=option: self._setOption(o.name, float(v)))
-        return widget
+        """A widget for one registry option (shared with the sections) that sends its value to the parameter node."""
+        return optionWidget(option, self._setOption)
 
     def _showOptionValues(self) -> None:
         values = self.logic.methodOptionValues(self._parameterNode)
         for name, widget in self._optionWidgets.items():
-            wasBlocked = widget.blockSignals(True)
-            value = values.get(name)
-            if isinstance(widget, qt.QComboBox):
-                widget.currentIndex = max(0, widget.findData(value))
-            elif isinstance(widget, qt.QCheckBox):
-                widget.checked = bool(value)
-            else:
-                widget.value = value
-            widget.blockSignals(wasBlocked)
+            showOptionValue(widget, values.get(name))
 
     def _setOption(self, name: str, value) -> None:
         if self._parameterNode is not None:

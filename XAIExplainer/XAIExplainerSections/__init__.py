@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from .base import Section
 from .ibix import IbixLogic, IbixSection
+from .regression import RegressionLogic, RegressionSection
 
 #: Section classes, in the order they appear in the module panel.
-SECTIONS: tuple[type[Section], ...] = (IbixSection,)
+SECTIONS: tuple[type[Section], ...] = (RegressionSection, IbixSection)
 
 
-class ProductLogic(IbixLogic):
+class ProductLogic(RegressionLogic, IbixLogic):
     """All product Logic mixins together; ``XAIExplainerLogic`` inherits this class."""

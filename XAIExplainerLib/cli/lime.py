@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_common_options, positive_int
+from .options import add_common_options, add_result_json_option, positive_int, write_result_json
 
 METHOD = "image_reg_lime"
 _DEST = "lime_option_"
@@ -79,6 +79,7 @@ def _lime(args: argparse.Namespace) -> int:
     for name, r2 in zip(expl.target_names, expl.r2):
         print(f"{name}: prediction {expl.predictions.get(name, float('nan')):.6g}, surrogate R² {r2:.3f}")
     print(f"wrote {output}")
+    write_result_json(args.result_json, {"command": "lime", "folder": str(output), "targets": expl.target_names})
     return 0
 
 
@@ -105,5 +106,6 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, help="perturbed volumes per forward (default: from memory)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_result_json_option(p)
     add_common_options(p)
     p.set_defaults(func=_lime)

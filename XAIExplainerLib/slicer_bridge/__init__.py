@@ -6,10 +6,12 @@ import it only where Slicer (or slicer-core) is available.
 """
 from .comparison import (
     COMPARISON_LAYOUT_ID,
+    COMPARISON_VIEWS,
     ComparisonLayout,
     comparison_layout,
     comparison_layout_xml,
     render_comparison,
+    show_comparison_view,
 )
 from .explanation import add_explanation_to_scene, add_segmentation_node, label_color_node
 from .graph import RoIGraphNodes, edge_style, restore_roi_graph, show_roi_graph, update_roi_graph
@@ -38,7 +40,8 @@ from .volumes import LPS_TO_RAS, add_volume_node, node_ijk_to_ras, update_volume
 
 __all__ = [
     "ATTRIBUTE_PREFIX", "COMPARISON_LAYOUT_ID", "ComparisonLayout", "comparison_layout", "comparison_layout_xml",
-    "render_comparison", "DIVERGING_COLORS", "LPS_TO_RAS", "OffscreenSliceView", "OffscreenThreeDView",
+    "render_comparison", "COMPARISON_VIEWS", "show_comparison_view", "DIVERGING_COLORS", "LPS_TO_RAS",
+    "OffscreenSliceView", "OffscreenThreeDView",
     "RoIGraphNodes", "SlicerContext", "add_explanation_to_scene", "add_heatmap_volume_rendering",
     "add_segmentation_node", "add_volume_node", "create_headless_scene", "diverging_color_node", "edge_style",
     "get_context", "get_provenance", "heatmap_window_limit", "restore_roi_graph", "in_slicer_application", "label_color_node", "matrix_chart",

@@ -21,8 +21,9 @@ from .heatmaps import COMPARISON_VIEW_PREFIX
 from .render import OffscreenSliceView, save_png, tile_images
 from .scene import get_context, in_slicer_application
 
-__all__ = ["COMPARISON_LAYOUT_ID", "COMPARISON_VIEW_GROUP", "ComparisonLayout", "comparison_layout",
-           "comparison_layout_xml", "render_comparison"]
+__all__ = ["COMPARISON_LAYOUT_ID", "COMPARISON_VIEWS", "COMPARISON_VIEW_GROUP", "ComparisonLayout", "HeatmapEntry",
+           "comparison_layout", "comparison_layout_xml", "comparison_selection", "heatmap_entries",
+           "render_comparison", "show_comparison_view"]
 
 #: Layout id of the comparison arrangement (custom layouts use ids outside Slicer's built-in enum, < 100).
 COMPARISON_LAYOUT_ID = 5170
@@ -206,3 +207,96 @@ def render_comparison(
     if path is not None:
         save_png(rgb, path)
     return rgb
+
+
+#: The thesis' three comparison pages (and the report's): one heatmap; one run's targets side by side; one target's
+#: heatmaps of different methods side by side.
+COMPARISON_VIEWS = ("single_target", "multiple_targets", "multiple_methods")
+
+
+@dataclass(frozen=True)
+class HeatmapEntry:
+    """A heatmap node with what it explains, read from the attributes the loaders set (saved with the scene)."""
+
+    node: Any
+    method: str
+    target: str
+    run: int  # Subject Hierarchy folder of the run that made it (every loader files one run per folder)
+
+
+def heatmap_entries(heatmap_nodes: Sequence[Any] | None = None, background_node: Any = None) -> list[HeatmapEntry]:
+    """The heatmaps (given, else every node tagged ``XAIExplainer.result = heatmap``) in the order they were added.
+
+    With ``background_node``, heatmaps that reference another input volume (``XAIExplainer.input``) are left out.
+    """
+    scene = get_context().scene
+    if heatmap_nodes is None:
+        heatmap_nodes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                         for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        heatmap_nodes = [n for n in heatmap_nodes if n.GetAttribute("XAIExplainer.result") == "heatmap"]
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    entries = []
+    for node in heatmap_nodes:
+        source = node.GetNodeReference("XAIExplainer.input")
+        if background_node is not None and source is not None and source.GetID() != background_node.GetID():
+            continue
+        item = sh.GetItemByDataNode(node) if sh is not None else 0
+        entries.append(HeatmapEntry(node, node.GetAttribute("XAIExplainer.method") or "unknown",
+                                    node.GetAttribute("XAIExplainer.attribution_of") or node.GetName(),
+                                    sh.GetItemParent(item) if item else 0))
+    return entries
+
+
+def _method_label(name: str) -> str:
+    from ..errors import UnknownMethodError
+    from .methods import method_spec
+
+    try:
+        return method_spec(name).label
+    except UnknownMethodError:
+        return name
+
+
+def comparison_selection(view: str, entries: Sequence[HeatmapEntry], method: str | None = None,
+                         target: str | None = None) -> tuple[list[Any], list[str]]:
+    """(heatmap nodes, panel labels) of one comparison view; the latest run wins where several qualify.
+
+    single_target: the heatmap of ``method`` for ``target``. multiple_targets: every target of the latest run of
+    ``method``, in the run's order. multiple_methods: for each method, its latest heatmap of ``target``, in the
+    order the methods were first run. ``method``/``target`` default to those of the latest heatmap.
+    """
+    if view not in COMPARISON_VIEWS:
+        raise SceneInputError(f"Unknown comparison view {view!r}; use one of {', '.join(COMPARISON_VIEWS)}.")
+    if not entries:
+        raise SceneInputError("No heatmaps of this input to compare: run an explanation first.")
+    method = method or entries[-1].method
+    target = target or next((e.target for e in reversed(entries) if e.method == method), entries[-1].target)
+    if view == "multiple_methods":
+        latest: dict[str, HeatmapEntry] = {}
+        for entry in entries:
+            if entry.target == target:
+                latest[entry.method] = entry  # a dict keeps the first run's position, the last run's node
+        chosen = list(latest.values())
+        labels = [_method_label(e.method) for e in chosen]
+    else:
+        runs = [e for e in entries if e.method == method]
+        if view == "single_target":
+            runs = [e for e in runs if e.target == target]
+        if not runs:
+            raise SceneInputError(f"No heatmap of method '{method}'" + (f" for target '{target}'" if view ==
+                                  "single_target" else "") + "; run it first or pick another.")
+        chosen = [e for e in runs if e.run == runs[-1].run] if view == "multiple_targets" else runs[-1:]
+        labels = [e.target if view == "multiple_targets" else f"{_method_label(e.method)}: {e.target}"
+                  for e in chosen]
+    if not chosen:
+        raise SceneInputError(f"No heatmap for target '{target}'; run a method for it first or pick another target.")
+    return [e.node for e in chosen], labels
+
+
+def show_comparison_view(view: str, background_node: Any, heatmap_nodes: Sequence[Any] | None = None,
+                         method: str | None = None, target: str | None = None,
+                         orientation: str = "Axial") -> ComparisonLayout:
+    """Show one of :data:`COMPARISON_VIEWS` for ``background_node``'s heatmaps with :func:`comparison_layout`."""
+    entries = heatmap_entries(heatmap_nodes, background_node)
+    nodes, labels = comparison_selection(view, entries, method, target)
+    return comparison_layout(nodes, background_node, labels=labels, orientation=orientation)
