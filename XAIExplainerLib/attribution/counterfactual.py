@@ -375,7 +375,7 @@ def counterfactual(
     model: Any, x: "torch.Tensor", target: Any = None, *, fill: str = "inpainter", inpainter: Any = None,
     organ_mask: Any = None, steps: int = 100, lr: float = 2e-3, lambda1: float = 1.0, lambda2: float = 0.1,
     lambda3: float = 0.1, threshold: float = 0.5, size_term: str = "mean", scores: str = "softmax",
-    restarts: int = 1, grid_cell: int = 4, init_amplitude: float = 0.05, blur_sigma: float = 4.0,
+    restarts: int = 1, grid_cell: int = 4, init_amplitude: float = 0.02, blur_sigma: float = 4.0,
     device: Any = None, batch_size: int | None = None, progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None, seed: int = 0,
 ) -> CounterfactualResult:
@@ -459,7 +459,7 @@ register_method(MethodSpec(
         OptionSpec("restarts", int, 1, "grid initialisations per volume (shifted; the lowest loss is kept)",
                    minimum=1),
         OptionSpec("grid_cell", int, 4, "edge of the initial grid's cubes (voxels)", minimum=1),
-        OptionSpec("init_amplitude", float, 0.05, "initial grid values 0.5 ± this", minimum=0, maximum=0.5),
+        OptionSpec("init_amplitude", float, 0.02, "initial grid values 0.5 ± this", minimum=0, maximum=0.5),
         OptionSpec("blur_sigma", float, 4.0, "Gaussian sigma (voxels) of the blur fill", minimum=0,
                    exclusive_minimum=True),
     ), deterministic=False), replace=True)

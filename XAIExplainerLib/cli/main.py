@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(func=_segment)
 
     from ..extras import benchmark
-    from . import explain, ibix, lime
+    from . import counterfactual, explain, ibix, lime
 
-    for module in (explain, lime, ibix, benchmark):
+    for module in (explain, lime, ibix, counterfactual, benchmark):
         module.register(commands)
     return parser
 
