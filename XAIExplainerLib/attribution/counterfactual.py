@@ -35,8 +35,10 @@ composite. Zero / mean / blur fills do not depend on ``M``.
 
 Classifier scores (``scores``): "softmax" (default; the output are logits of mutually exclusive classes),
 "sigmoid" (each output is an independent logit) or "probabilities" (the output already is p, checked to lie in
-[0, 1]). Several volumes (a batch ``x``) and restarts are optimised in one batch; each has its own loss, so the
-result equals one-by-one runs. Nothing is random except the restart offsets (``seed``).
+[0, 1]). Several volumes (a batch ``x``) and restarts are optimised in one batch; each has its own loss and Adam
+is element-wise, so the result equals one-by-one runs up to the rounding of batched kernels (which Adam's
+normalisation can amplify for voxels whose gradient is ~0). Nothing is random except the restart offsets
+(``seed``): a run repeats bit for bit for the same batch and seed.
 """
 from __future__ import annotations
 
