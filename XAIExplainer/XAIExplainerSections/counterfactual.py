@@ -19,6 +19,7 @@ from slicer.i18n import tr as _
 from .base import Section
 
 PLAIN_FILLS = ("zero", "mean", "blur")
+SHIPPED = "shipped"  # the partial-convolution inpainter in Resources/Inpainter
 
 
 class CounterfactualLogic:
@@ -37,14 +38,15 @@ class CounterfactualLogic:
 
         return [o for o in method_spec("counterfactual").options if o.name != "fill"]
 
-    def counterfactual(self, inputVolume, modelPath, inpainter: str = "zero", targetClass=None,
+    def counterfactual(self, inputVolume, modelPath, inpainter: str = SHIPPED, targetClass=None,
                        organSegmentation=None, methodParameters: Optional[dict] = None, seed: int = 0,
                        device: str = "auto", linkViews: bool = True,
                        onProgress: Optional[Callable[[float, str], None]] = None,
                        onFinished: Optional[Callable] = None, wait: bool = False):
         """Optimise the counterfactual region of ``targetClass`` (name or index; None = predicted) in the background.
 
-        ``inpainter``: partial-convolution inpainter weights (.pt + JSON) or "zero" / "mean" / "blur".
+        ``inpainter``: "shipped" (the module's partial-convolution inpainter), other inpainter weights (.pt + JSON)
+        or "zero" / "mean" / "blur".
         ``organSegmentation``: its segments (union) confine the region; ``methodParameters`` are registry options
         (``steps``, ``lambda3``, ``size_term``...), checked before anything starts. The result is the dict of
         :func:`load_counterfactual_nodes` (with "status": the probability change in words).
@@ -56,8 +58,8 @@ class CounterfactualLogic:
             raise ValueError(_("Choose the fill with the 'inpainter' argument (a weights file or zero/mean/blur)."))
         methodArgs = counterfactual_cli_args(options)
         inpainterArg = str(inpainter)
-        if inpainterArg not in PLAIN_FILLS and not Path(inpainterArg).is_file():
-            raise ValueError(_("Select an inpainter: a weights file (.pt with its JSON) or zero, mean, blur. "
+        if inpainterArg not in (SHIPPED, *PLAIN_FILLS) and not Path(inpainterArg).is_file():
+            raise ValueError(_("Select an inpainter: shipped, a weights file (.pt with its JSON) or zero, mean, blur. "
                                "'{path}' does not exist.").format(path=inpainterArg))
         model, workDir, inputFile = self._prepare("counterfactual", inputVolume, modelPath)
         outputFolder = workDir / "counterfactual"
@@ -97,9 +99,10 @@ class CounterfactualSection(Section):
     def build(self, form) -> None:
         self.inpainterCombo = qt.QComboBox()
         self.inpainterCombo.editable = True
-        for fill in PLAIN_FILLS:
+        for fill in (SHIPPED, *PLAIN_FILLS):
             self.inpainterCombo.addItem(fill)
-        self.inpainterCombo.toolTip = _("Partial-convolution inpainter weights (.pt with its JSON), or a plain fill "
+        self.inpainterCombo.toolTip = _("The shipped partial-convolution inpainter, other inpainter weights (type the "
+                                        ".pt path; its JSON beside it), or a plain fill "
                                         "(zero, mean, blur: out-of-distribution, for comparison).")
         form.addRow(_("Inpainter:"), self.inpainterCombo)
         self.classEdit = qt.QLineEdit()
