@@ -33,6 +33,10 @@ consistently. Each step fills the *binary* hole ``M ≥ θ`` (the inpainter sees
 recomputed every step, without a graph) and blends with the soft ``M``; the gradient reaches ``M`` through the
 composite. Zero / mean / blur fills do not depend on ``M``.
 
+Caveat: ψ has no lower bound, and Adam moves each voxel by the sign of its gradient, so tv and ar (per voxel
+λ/N) only win where the classifier's gradient is nearly zero: what keeps the region small is a plausible fill
+(replacing healthy tissue by healthy tissue changes nothing), or a larger λ3.
+
 Classifier scores (``scores``): "softmax" (default; the output are logits of mutually exclusive classes),
 "sigmoid" (each output is an independent logit) or "probabilities" (the output already is p, checked to lie in
 [0, 1]). Several volumes (a batch ``x``) and restarts are optimised in one batch; each has its own loss and Adam
