@@ -157,7 +157,10 @@ def _gaussian_blur(x: "torch.Tensor", sigma: float) -> "torch.Tensor":
     return y.reshape(x.shape)
 
 
-def make_fill(kind: str, inpainter: Any, blur_sigma: float) -> Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]:
+Fill = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def make_fill(kind: str, inpainter: Any, blur_sigma: float) -> Fill:
     """``fill(image, hole) -> values`` for replaced voxels; ``hole`` is binary (1 = replace)."""
     import torch
 
@@ -321,7 +324,8 @@ def _check_finite(terms: dict[str, "torch.Tensor"], step: int) -> None:
         if bool(bad.any()):
             items = bad.nonzero().flatten().tolist()
             raise NonFiniteLossError(
-                f"the counterfactual loss became {float(terms[name].detach()[items[0]])} at step {step} in term '{name}' "
+                f"the counterfactual loss became {float(terms[name].detach()[items[0]])} at step {step} in term "
+                f"'{name}' "
                 f"(batch item(s) {items[:5]}); check the classifier's output there, or lower lr / use scores "
                 "'softmax' on logits.")
 
@@ -352,7 +356,8 @@ def optimise_mask(problem: _Problem, m0: "torch.Tensor", steps: int, lr: float,
     return m.detach(), curves
 
 
-def _before(model: Any, x: "torch.Tensor", target: Any, scores: str) -> tuple[list[int], "torch.Tensor", "torch.Tensor"]:
+def _before(model: Any, x: "torch.Tensor", target: Any, scores: str
+            ) -> tuple[list[int], "torch.Tensor", "torch.Tensor"]:
     """The classes (None = predicted), and p_c and log odds_c of the unmodified images."""
     import torch
 
