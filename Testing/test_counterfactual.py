@@ -180,3 +180,23 @@ def test_benchmark_command_reports_both_timings():
     report = run_benchmark(volumes=2, size=32, steps=2, fill="zero")
     assert report["batched_s_per_volume"] > 0 and report["one_by_one_s_per_volume"] > 0
     assert 0.0 <= report["mask_voxels_agreeing"] <= 1.0 and len(report["prob_after_batched"]) == 2
+
+
+def test_scores_must_match_what_the_model_declares_and_dice_needs_an_organ():
+    from XAIExplainerLib.models import ClassifierModel, ModelConfig
+
+    region, x = region_box(), lesion_image()
+
+    class Probabilities(Toy):
+        def forward(self, x):
+            return torch.softmax(super().forward(x), dim=1)
+
+    config = ModelConfig(kind="classifier", label_names=["healthy", "lesion"], output="probabilities",
+                         preprocessing=[])
+    model = ClassifierModel.from_network(Probabilities(region), config)
+    with pytest.raises(MethodParameterError, match="scores='probabilities'"):
+        counterfactual(model, x, "lesion", fill="zero")
+    res = counterfactual(model, x, "lesion", fill="zero", scores="probabilities")
+    assert dice(res.mask[0], region) >= 0.8 and res.classes == [1]
+    with pytest.raises(MethodParameterError, match="organ mask"):
+        counterfactual(model, x, "lesion", fill="zero", scores="probabilities", size_term="dice")
