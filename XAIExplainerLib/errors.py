@@ -94,3 +94,7 @@ class InstallDeclinedError(DependencyError):
 class ReportInputError(XAIExplainerError, ValueError):
     """The folders handed to the comparison report cannot be compared as asked (no folders, a folder that is not an
     explanation, one input file explained with two different contents, a ground-truth row naming no case...)."""
+
+
+class NonFiniteLossError(XAIExplainerError, ArithmeticError):
+    """An optimisation (the counterfactual mask) produced a NaN/Inf loss; the message names the step and the term."""

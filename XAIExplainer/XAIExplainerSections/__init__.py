@@ -14,12 +14,13 @@ others. ``XAIExplainerLogic`` inherits :class:`ProductLogic`; the widget builds 
 from __future__ import annotations
 
 from .base import Section
+from .counterfactual import CounterfactualLogic, CounterfactualSection
 from .ibix import IbixLogic, IbixSection
 from .regression import RegressionLogic, RegressionSection
 
 #: Section classes, in the order they appear in the module panel.
-SECTIONS: tuple[type[Section], ...] = (RegressionSection, IbixSection)
+SECTIONS: tuple[type[Section], ...] = (RegressionSection, IbixSection, CounterfactualSection)
 
 
-class ProductLogic(RegressionLogic, IbixLogic):
+class ProductLogic(RegressionLogic, IbixLogic, CounterfactualLogic):
     """All product Logic mixins together; ``XAIExplainerLogic`` inherits this class."""

@@ -13,6 +13,7 @@ from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
 from .lime import image_reg_lime
 from .cam import gradcampp, layercam
+from .counterfactual import counterfactual
 from ..models.sliding_window import SlidingWindow
 from .registry import (
     MethodFunctions,
@@ -33,6 +34,7 @@ ATTRIBUTION_METHODS = MethodFunctions()
 __all__ = [
     "ATTRIBUTION_METHODS",
     "AttributionResult",
+    "counterfactual",
     "ClassAggregate",
     "MethodSpec",
     "OptionSpec",
