@@ -94,3 +94,32 @@ def test_lime_command_on_a_simulated_bead_end_to_end(tmp_path, capsys):
                  "--n-segments", "64", "--samples", "16", "--output", str(everything)]) == 0
     assert sorted(p.name for p in everything.glob("heatmap_*.nii.gz")) == sorted(
         f"heatmap_{n}.nii.gz" for n in TARGET_NAMES)
+
+
+def test_paper_demo_writes_both_explanations_and_an_honest_summary(tmp_path):
+    from XAIExplainerLib.extras.phasenet_demo import GROUND_TRUTH, main as demo_main
+
+    out = tmp_path / "demo"
+    assert demo_main(["--output", str(out), "--samples", "30"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bead"]["ground_truth_um"]["oblique_astigmatism"] == GROUND_TRUTH == 0.093
+    segments = read_volume(out / "all_modes" / "supervoxels.nii.gz").array
+    assert summary["supervoxels_obtained"] == int(segments.max()) + 1
+    assert len(summary["all_modes"]["surrogate_r2"]) == 11
+    why = summary["why_not_ground_truth"]
+    assert why["reference_um"] == 0.093 and why["prediction_um"] == pytest.approx(
+        summary["predictions_um"]["oblique_astigmatism"])
+    assert json.loads((out / "why_not_ground_truth" / "surrogate.json").read_text())["reference"] == 0.093
+    assert (out / "phasenet_lime.png").stat().st_size > 10_000 and (out / "bead.nii.gz").is_file()
+
+
+def test_demo_refuses_an_existing_output_and_leaves_it_untouched(tmp_path):
+    from XAIExplainerLib.errors import OutputExistsError
+    from XAIExplainerLib.extras.phasenet_demo import run_demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        run_demo(out, weights=tmp_path / "never_loaded.pt", n_samples=4)  # refused before the weights are read
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

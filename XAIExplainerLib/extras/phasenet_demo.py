@@ -12,7 +12,7 @@ The bead carries oblique astigmatism (Noll 5) of 0.093 µm and no other aberrati
 both through :func:`XAIExplainerLib.pipelines.regression.explain_regression` with the paper's settings (SLIC,
 512 segments asked, fill 0, 1000 samples), and writes the bead, both result folders, a figure and a summary JSON
 with the predictions, the surrogate R², the supervoxel count SLIC actually returned, and where the weight lies
-(share of |weight| on the supervoxels that hold the bead's light vs their share of the volume).
+(on the bead's bright supervoxels or on the dark background).
 """
 from __future__ import annotations
 
@@ -28,18 +28,23 @@ GROUND_TRUTH = 0.093  # µm of oblique astigmatism, the paper's example
 TARGET = "oblique_astigmatism"
 
 
-def light_share(expl: Any, bead: np.ndarray, target: int = 0, quantile: float = 0.95) -> dict[str, float]:
-    """Share of Σ|weight| on the supervoxels whose mean intensity is in the brightest ``1 − quantile`` of
-    supervoxels (the PSF), against their share of the voxels: > 1 means the map concentrates on the light."""
+def weight_locations(expl: Any, bead: np.ndarray, target: int = 0, top: int = 10) -> dict[str, Any]:
+    """Where a map's weight lies relative to the bead's light: the brightness ranks (0 = brightest supervoxel by
+    mean intensity) of the ``top`` supervoxels with the largest |weight|, and the summed weight on the ``top``
+    brightest supervoxels against the summed weight on all the others (the dark, noisy background)."""
     seg = np.asarray(expl.segments.array).astype(np.int64)
     counts = np.bincount(seg.ravel(), minlength=expl.weights.shape[1])
     means = np.bincount(seg.ravel(), bead.ravel().astype(np.float64), minlength=counts.size) / np.maximum(counts, 1)
-    bright = means >= np.quantile(means, quantile)
-    w = np.abs(np.asarray(expl.weights[target], dtype=np.float64))
-    weight_share = float(w[bright].sum() / max(w.sum(), 1e-300))
-    voxel_share = float(counts[bright].sum() / counts.sum())
-    return {"bright_supervoxels": int(bright.sum()), "weight_share": round(weight_share, 4),
-            "voxel_share": round(voxel_share, 4), "enrichment": round(weight_share / voxel_share, 2)}
+    rank = np.empty(counts.size, np.int64)
+    rank[np.argsort(-means)] = np.arange(counts.size)
+    w = np.asarray(expl.weights[target], dtype=np.float64)
+    largest = np.argsort(-np.abs(w))[:top]
+    bright = rank < top
+    return {"n_supervoxels": int(counts.size),
+            f"brightness_ranks_of_the_{top}_largest_weights": sorted(int(r) for r in rank[largest]),
+            f"weight_sum_on_the_{top}_brightest": round(float(w[bright].sum()), 6),
+            "weight_sum_on_the_rest": round(float(w[~bright].sum()), 6),
+            "largest_weight": round(float(w[largest[0]]), 6)}
 
 
 def demo_figure(bead: np.ndarray, plain: np.ndarray, why_not: np.ndarray, path: Path, titles: Sequence[str]) -> Path:
@@ -70,9 +75,11 @@ def run_demo(output: str | Path, weights: str | Path = WEIGHTS, n_samples: int =
     from ..datasets.phasenet import TARGET_NAMES, bead_volume
     from ..io import atomic_output_folder, write_json
     from ..models.outputs import RegressionModel
+    from ..outputs import check_output_folder
     from ..pipelines.regression import explain_regression, save_regression_explanation
     from ..volume import write_volume
 
+    check_output_folder(output, [weights], overwrite=overwrite)  # before the model is loaded or run
     model = RegressionModel.load(weights, device="cpu", precision="float32")
     truth = np.zeros(len(TARGET_NAMES))
     truth[TARGET_NAMES.index(TARGET)] = GROUND_TRUTH
@@ -92,14 +99,14 @@ def run_demo(output: str | Path, weights: str | Path = WEIGHTS, n_samples: int =
         "predictions_um": {n: round(v, 5) for n, v in plain.predictions.items()},
         "supervoxels_obtained": int(plain.weights.shape[1]),
         "all_modes": {"surrogate_r2": {n: round(float(r), 4) for n, r in zip(plain.target_names, plain.r2)},
-                      "light_share_oblique_astigmatism": light_share(plain, bead.array, k),
+                      "where_oblique_astigmatism": weight_locations(plain, bead.array, k),
                       "seconds": round(t1 - t0, 1)},
         "why_not_ground_truth": {"target": TARGET, "reference_um": GROUND_TRUTH,
                                  "prediction_um": round(plain.predictions[TARGET], 5),
                                  "surrogate_r2": round(float(why_not.r2[0]), 4),
                                  "sum_of_weights": round(float(why_not.weights[0].sum()), 6),
                                  "reads": "positive = supports not-0.093 (keeping it keeps the prediction away)",
-                                 "light_share": light_share(why_not, bead.array, 0),
+                                 "where": weight_locations(why_not, bead.array, 0),
                                  "seconds": round(t2 - t1, 1)},
     }
     with atomic_output_folder(output, overwrite=overwrite) as tmp:
