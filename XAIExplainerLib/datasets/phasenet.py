@@ -155,6 +155,8 @@ class PsfSimulator:
 
     def crop(self, volumes: np.ndarray, rng: np.random.Generator | None, jitter: bool = True) -> np.ndarray:
         """``crop_shape`` windows around the centre of each volume, moved by up to ±max_jitter voxels per axis."""
+        if jitter and rng is None:
+            raise ValueError("crop: jitter needs a numpy Generator (rng); pass one or jitter=False.")
         half = [c // 2 for c in self.optics.crop_shape]
         centre = [s // 2 for s in volumes.shape[1:]]
         out = np.empty((volumes.shape[0], *self.optics.crop_shape), np.float32)
