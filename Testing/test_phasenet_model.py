@@ -110,6 +110,9 @@ def test_paper_demo_writes_both_explanations_and_an_honest_summary(tmp_path):
     assert why["reference_um"] == 0.093 and why["prediction_um"] == pytest.approx(
         summary["predictions_um"]["oblique_astigmatism"])
     assert json.loads((out / "why_not_ground_truth" / "surrogate.json").read_text())["reference"] == 0.093
+    deleted = summary["prediction_with_supervoxels_off_um"]
+    assert set(deleted) == {"3_brightest_off", "10_brightest_off", "30_brightest_off", "all_but_10_brightest_off"}
+    assert all(abs(v - why["prediction_um"]) > 1e-4 for v in deleted.values())  # the masks really changed inputs
     assert (out / "phasenet_lime.png").stat().st_size > 10_000 and (out / "bead.nii.gz").is_file()
 
 
