@@ -74,3 +74,18 @@ def ibix_demo_brain(brain: Volume | None = None) -> Volume:
     high = np.minimum(inside.max(0) + 1 + IBIX_MARGIN, brain.shape)
     cropped = crop(brain, tuple(low), tuple(high - low))
     return cropped.with_array(cropped.array, description="Colin27 T1 brain at 2 mm (bounding box)")
+
+
+#: The IBIX demo's painted input region M^x: a ball in the right corona radiata (white matter), as in
+#: extras/ibix_demo.py's tissue demo (MNI RAS (26, -10, 30) mm = LPS (-26, 10, 30); Colin27 lies in MNI space).
+IBIX_REGION_LPS, IBIX_REGION_RADIUS_MM = (-26.0, 10.0, 30.0), 6.0
+
+
+def ibix_demo_region(image: Volume) -> np.ndarray:
+    """M^x of the IBIX demo on ``image``'s grid: brain voxels (image > 0) within the ball (bool, z, y, x)."""
+    nz, ny, nx = image.shape
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    ijk = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+    lps = (image.ijk_to_lps() @ ijk)[:3].T.reshape(nz, ny, nx, 3)
+    ball = np.linalg.norm(lps - np.asarray(IBIX_REGION_LPS), axis=-1) <= IBIX_REGION_RADIUS_MM
+    return ball & (image.array > 0)
