@@ -5,7 +5,9 @@ the regression patch is exactly the documented 32³ crop of the skull-stripped C
 scaled to its 99.5th percentile (recomputed here with SimpleITK from the shipped files), it lies wholly in the right
 hemisphere, and the node sits on that geometry. The shipped regressor's GM/WM/CSF fractions on it are compared with
 two independent sources where the test data are installed: the AAL atlas (drawn on Colin27 itself) for grey matter and
-the MNI152 tissue maps at the same MNI position (a population prior). Grad-CAM++ (layers auto) and SmoothGrad run on
+the MNI152 tissue maps at the same MNI position (a population prior). The regressor's config scales any input as in
+training (the prediction is unchanged when the patch is in scanner units; the adapter-level held-out R² recorded in
+evaluation.json is reproduced). Grad-CAM++ (layers auto) and SmoothGrad run on
 the patch: heatmaps on its grid, predictions in [0, 1] summing to at most ~1, the same predictions as the library
 gives directly. The IBIX demo loads the 2 mm brain, a painted M^x in white matter and the tissue U-Net; the network's
 grey/white/CSF outputs on it are checked for anatomy (white matter brighter inside the painted WM ball than in
@@ -116,6 +118,34 @@ def test_regression_demo_prediction_agrees_with_independent_tissue_estimates():
     assert values[0] < aal_gm and values[2] > 0.06  # the lateral ventricle gives a CSF fraction twice MNI's mean
 
 
+def test_the_regressor_config_scales_any_input_as_in_training():
+    """The config's preprocessing makes the prediction independent of the input's intensity unit, and reproduces the
+    adapter-level held-out R² recorded in evaluation.json (the bare network's record is test_tissue_regressor's)."""
+    import json
+
+    from XAIExplainerLib.models.outputs import RegressionModel
+
+    model = RegressionModel.load(bridge.REGRESSION_DEMO_MODEL, device="cpu")
+    patch = demos.regression_demo_patch()
+    scanner_units = patch.with_array(patch.array * 3571.0)
+    a, b = model.predict(patch), model.predict(scanner_units)
+    np.testing.assert_allclose([a[n] for n in NAMES], [b[n] for n in NAMES], atol=1e-5)
+    pytest.importorskip("nilearn")
+    from XAIExplainerLib.datasets.tissue import hemisphere_patches, mni152_tissues
+    from XAIExplainerLib.volume import Volume
+
+    maps = mni152_tissues(2.0)
+    x, y, _ = hemisphere_patches(maps, "right", 32, 8)
+    with torch.no_grad():
+        prepared = np.stack([model.preprocess(Volume(p[0], maps.t1.spacing)).array[None] for p in x])
+        pred = model(torch.from_numpy(prepared)).double().numpy()
+    r2 = 1 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    evaluation = json.loads((bridge.REGRESSION_DEMO_MODEL.parent / "evaluation.json").read_text())
+    recorded = evaluation["float16_config_preprocessing"]["right_stride8"]["r2"]
+    np.testing.assert_allclose(r2, [recorded[n] for n in NAMES], atol=1e-4)
+    assert min(r2) > 0.83
+
+
 def test_gradcampp_and_smoothgrad_on_the_regression_demo(session):
     from XAIExplainerLib.models.outputs import RegressionModel
 
@@ -145,7 +175,9 @@ def test_ibix_demo_runs_the_tissue_unet_and_an_exact_forward_map(session):
     image = volume_from_node(volume)
     np.testing.assert_allclose(image.spacing, (2.0, 2.0, 2.0))
     assert (image.array > 0).any(axis=(1, 2))[[0, -1]].tolist() == [False, False]  # margin around the brain
+    assert region.GetSegmentation().GetNumberOfSegments() == 1
     segment = region.GetSegmentation().GetNthSegmentID(0)
+    assert region.GetSegmentation().GetSegment(segment).GetName() == "M^x: right corona radiata"
     outputs = logic.runImageToImage(volume, params.modelPath, device="cpu", wait=True)
     assert list(outputs) == NAMES
     channels = {n: volume_from_node(outputs[n]).array for n in NAMES}
