@@ -32,12 +32,14 @@ CONFIG = {
     "network_kwargs": {"width": 8},
     "modality": "MRI",
     "axis_order": "zyx",
-    "preprocessing": [],
+    "preprocessing": [{"transform": "XAIExplainerLib.extras.tissue_regressor:scale_to_percentile",
+                       "percentile": 99.5}],
     "target_names": list(TISSUE_NAMES),
     "target_units": ["fraction", "fraction", "fraction"],
     "description": "Demo 3D CNN (3 conv blocks, GAP, linear; ~101k parameters) regressing the mean grey-matter, "
                    "white-matter and CSF fractions of a 32x32x32 patch of a T1 at 2 mm scaled to its 99.5th "
-                   "percentile (as datasets.tissue.mni152_tissues makes it). Trained on the left hemisphere of "
+                   "percentile (as datasets.tissue.mni152_tissues makes it; the preprocessing step divides any "
+                   "input by its own 99.5th percentile). Trained on the left hemisphere of "
                    "MNI152 2009a by tools/train_tissue_regressor.py. Not for clinical use.",
     "extra": {"input_shape_zyx": [32, 32, 32], "spacing_mm": 2.0, "cam_layers": ["block1", "block2", "block3"]},
 }

@@ -26,7 +26,20 @@ class IbixLogic:
         outputs = logic.runImageToImage(volumeNode, "/path/model.pt", wait=True)     # channel -> volume node
         maps = logic.ibix(volumeNode, "/path/model.pt", mode="backward", maskSegmentation=seg,
                           segmentId="Segment_1", exact=True, wait=True)               # map name -> heatmap node
+        volumeNode, regionSegmentation = logic.loadIbixDemo(parameterNode)  # Colin27 brain + tissue U-Net
     """
+
+    def loadIbixDemo(self, parameterNode=None):
+        """Load the IBIX demo (the Colin27 T1 brain at 2 mm and a painted M^x in the right corona radiata) and
+        select it with the shipped tissue U-Net. Returns (volume node, segmentation node)."""
+        from XAIExplainerLib.slicer_bridge import section_demos
+
+        volume, region = section_demos.load_ibix_demo()
+        if parameterNode is not None:
+            with slicer.util.NodeModify(parameterNode.parameterNode):
+                parameterNode.inputVolume = volume
+                parameterNode.modelPath = section_demos.IBIX_DEMO_MODEL
+        return volume, region
 
     def runImageToImage(self, inputVolume, modelPath, device: str = "auto",
                         onProgress: Optional[Callable[[float, str], None]] = None,
@@ -113,6 +126,11 @@ class IbixSection(Section):
     def build(self, form) -> None:
         import ctk
 
+        self.loadDemoButton = qt.QPushButton(_("Load demo"))
+        self.loadDemoButton.toolTip = _("Load the Colin27 T1 brain (2 mm), a painted region in its white matter and "
+                                        "the shipped tissue U-Net (T1 -> grey/white/CSF); then Run network, Run IBIX.")
+        self.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
+        form.addRow(self.loadDemoButton)
         self.runNetworkButton = qt.QPushButton(_("Run network"))
         self.runNetworkButton.toolTip = _("Run the image-to-image model on the input volume and load its output "
                                           "channels as volumes, so M^f can be painted on them.")
@@ -148,11 +166,20 @@ class IbixSection(Section):
         form.addRow(self.runButton)
 
     def updateButtons(self, running: bool, ready: bool) -> None:
+        self.loadDemoButton.enabled = not running
         tip = "" if ready else _("Select an input volume and an image-to-image model first.")
         for button in (self.runNetworkButton, self.runButton):
             button.enabled = ready and not running
             if tip:
                 button.toolTip = tip
+
+    def onLoadDemo(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the IBIX demo."), waitCursor=True):
+            volume, region = self.logic.loadIbixDemo(self.parameterNode)
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.segmentSelector.setCurrentNode(region)
+            self.modeComboBox.currentIndex = self.modeComboBox.findData("forward")
+            self.widget.ui.statusLabel.text = _("IBIX demo loaded: press Run network, then Run IBIX (forward).")
 
     def onRunNetwork(self) -> None:
         p = self.parameterNode

@@ -45,7 +45,22 @@ class RegressionLogic:
         nodes = logic.explainRegression(volumeNode, model, targets=["astig_o"], score="closeness", reference=0.093,
                                         methodParameters={"n_samples": 500}, labelSegmentation=segNode, wait=True)
         logic.showComparisonView("multiple_targets", volumeNode)
+        volumeNode = logic.loadRegressionDemo(parameterNode)  # Colin27 patch + shipped tissue regressor
     """
+
+    # --- demo ---------------------------------------------------------------------------------------------------
+
+    def loadRegressionDemo(self, parameterNode=None):
+        """Load the regression demo (a 32³ Colin27 T1 patch at 2 mm) and select it with the shipped tissue-fraction
+        regressor, so "Explain regression" is the next click. Returns the volume node."""
+        from XAIExplainerLib.slicer_bridge import section_demos
+
+        volume = section_demos.load_regression_demo()
+        if parameterNode is not None:
+            with slicer.util.NodeModify(parameterNode.parameterNode):
+                parameterNode.inputVolume = volume
+                parameterNode.modelPath = section_demos.REGRESSION_DEMO_MODEL
+        return volume
 
     # --- menus and stored settings ------------------------------------------------------------------------------
 
@@ -185,6 +200,11 @@ class RegressionSection(Section):
     def build(self, form) -> None:
         self._optionWidgets: dict[str, Any] = {}
         self._shownMethod: Optional[str] = None
+        self.loadDemoButton = qt.QPushButton(_("Load demo"))
+        self.loadDemoButton.toolTip = _("Load a 32³ patch of the Colin27 T1 (2 mm) and the shipped grey/white/CSF "
+                                        "fraction regressor; then press Explain regression.")
+        self.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
+        form.addRow(self.loadDemoButton)
         self.methodComboBox = qt.QComboBox()
         for spec in self.logic.regressionMethodMenu():
             self.methodComboBox.addItem(spec.label, spec.name)
@@ -309,6 +329,7 @@ class RegressionSection(Section):
     def updateButtons(self, running: bool, ready: bool) -> None:
         self._showSettings()  # called on every parameter-node change: keeps the widgets in step with the scene
         self.runButton.enabled = ready and not running
+        self.loadDemoButton.enabled = not running
         self.runButton.toolTip = (_("Explain the regression model's prediction for the chosen targets.") if ready
                                   else _("Select an input volume and a regression model first."))
         self._fillComparisonMenus()
@@ -341,6 +362,12 @@ class RegressionSection(Section):
                    score=settings["score"], reference=float(self.referenceSpinBox.value) if closeness else None,
                    labelSegmentation=p.parameterNode.GetNodeReference(LABEL_SEGMENTATION_REFERENCE),
                    methodParameters=self.logic.regressionOptionValues(p), seed=p.seed, device=p.device)
+
+    def onLoadDemo(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the regression demo."), waitCursor=True):
+            volume = self.logic.loadRegressionDemo(self.parameterNode)
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.widget.ui.statusLabel.text = _("Regression demo loaded: press Explain regression.")
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to show the comparison."), waitCursor=True):

@@ -10,9 +10,14 @@ rebuilds it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..volume import Volume
 
 #: Where the shipped weights, their JSON and the evaluation record live.
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "TissueRegressor"
@@ -24,6 +29,19 @@ LAYERCAM_LAYERS = ("block1", "block2", "block3")
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU()]
+
+
+def scale_to_percentile(volume: "Volume", percentile: float = 99.5) -> "Volume":
+    """The regressor's input scaling as a config preprocessing step: divide by the ``percentile``-th percentile of
+    the input, clip at 0 (the rule :func:`datasets.tissue.mni152_tissues` applied to the whole training T1).
+
+    Why in the config: a user's patch in scanner units (0-4000) must reach the network on the training scale. On a
+    whole skull-stripped brain it is the training rule exactly; on a 32³ patch the percentile is the patch's own, a
+    close approximation (held-out R² in ``evaluation.json`` under ``float16_config_preprocessing``).
+    """
+    data = volume.array.astype("float32")
+    scale = max(float(np.percentile(data, percentile)), 1e-6)
+    return volume.with_array(np.clip(data / scale, 0.0, None).astype("float32"))
 
 
 class TissueRegressor(nn.Module):
@@ -42,4 +60,4 @@ class TissueRegressor(nn.Module):
         return self.head(features.mean(dim=(2, 3, 4)))
 
 
-__all__ = ["CAM_LAYER", "LAYERCAM_LAYERS", "RESOURCE_DIR", "TissueRegressor", "WEIGHTS_FILE"]
+__all__ = ["CAM_LAYER", "LAYERCAM_LAYERS", "RESOURCE_DIR", "TissueRegressor", "WEIGHTS_FILE", "scale_to_percentile"]

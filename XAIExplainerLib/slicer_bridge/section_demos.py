@@ -1,0 +1,59 @@
+"""One-click demos of the Regression and IBIX sections: the demo input as a volume node and the shipped model.
+
+The inputs are made from the shipped Colin27 T1 by :mod:`XAIExplainerLib.datasets.section_demos` (skull-stripped
+with the shipped mask, 2 mm, scaled as in training); no nilearn or mricron-data is needed inside Slicer. Colin27 is
+a different subject from the MNI152 template both networks were trained on. A node of the demo's name already in
+the scene is reused, so pressing "Load demo" twice adds nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .scene import get_context
+from .volumes import add_volume_node
+
+__all__ = ["IBIX_DEMO_MODEL", "IBIX_DEMO_NODE_NAME", "IBIX_DEMO_REGION_NAME", "REGRESSION_DEMO_MODEL",
+           "REGRESSION_DEMO_NODE_NAME", "load_ibix_demo", "load_regression_demo"]
+
+_RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
+REGRESSION_DEMO_MODEL = _RESOURCES / "TissueRegressor" / "tissue_regressor.pt"
+IBIX_DEMO_MODEL = _RESOURCES / "TissueModel" / "tissue_unet.pt"
+REGRESSION_DEMO_NODE_NAME = "Colin27 T1 patch (XAIExplainer regression demo)"
+IBIX_DEMO_NODE_NAME = "Colin27 T1 brain 2 mm (XAIExplainer IBIX demo)"
+IBIX_DEMO_REGION_NAME = "IBIX demo region"
+
+
+def _existing(name: str, class_name: str) -> Any:
+    node = get_context().scene.GetFirstNodeByName(name)
+    return node if node is not None and node.IsA(class_name) else None
+
+
+def load_regression_demo() -> Any:
+    """The 32³ Colin27 patch (right hemisphere: cortex, white matter, lateral ventricle) as a volume node."""
+    from ..datasets.section_demos import regression_demo_patch
+
+    node = _existing(REGRESSION_DEMO_NODE_NAME, "vtkMRMLScalarVolumeNode")
+    return node if node is not None else add_volume_node(regression_demo_patch(), REGRESSION_DEMO_NODE_NAME)
+
+
+def load_ibix_demo() -> tuple[Any, Any]:
+    """(volume node, segmentation node): the 2 mm Colin27 brain and a painted M^x (right corona radiata), so a
+    forward IBIX map is two clicks away (Run network, Run IBIX)."""
+    from ..datasets.section_demos import ibix_demo_brain, ibix_demo_region
+    from .module_io import labels_to_segmentation
+
+    volume = _existing(IBIX_DEMO_NODE_NAME, "vtkMRMLScalarVolumeNode")
+    if volume is None:
+        brain = ibix_demo_brain()
+        volume = add_volume_node(brain, IBIX_DEMO_NODE_NAME)
+    else:
+        from .volumes import volume_from_node
+
+        brain = volume_from_node(volume)
+    segmentation = _existing(IBIX_DEMO_REGION_NAME, "vtkMRMLSegmentationNode")
+    if segmentation is None:
+        region = brain.with_array(ibix_demo_region(brain).astype("uint8"))
+        segmentation = labels_to_segmentation(region, ["background", "M^x: right corona radiata"], volume)
+        segmentation.SetName(IBIX_DEMO_REGION_NAME)
+    return volume, segmentation
