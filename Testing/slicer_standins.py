@@ -8,13 +8,14 @@ with the scene for real). They live in Testing/ and never ship with the module.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import types
 import typing
 import unittest
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_FILE = ROOT / "XAIExplainer" / "XAIExplainer.py"
@@ -161,3 +162,19 @@ def load_module():
     sys.modules["XAIExplainerModule"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def loaded_module() -> Iterator[types.ModuleType]:
+    """:func:`load_module` for one test file: the stand-ins and the module are removed again afterwards, so the
+    next file (or a file that needs the real modules) starts from what was there before."""
+    names = ("qt", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n", "XAIExplainerModule")
+    saved = {name: sys.modules.get(name) for name in names}
+    try:
+        yield load_module()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = value

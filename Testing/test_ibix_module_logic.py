@@ -46,14 +46,8 @@ class TwoChannel(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def module():
-    saved = {k: sys.modules.get(k) for k in ("qt", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper",
-                                             "slicer.i18n", "XAIExplainerModule")}
-    yield slicer_standins.load_module()
-    for name, value in saved.items():
-        if value is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = value
+    with slicer_standins.loaded_module() as loaded:
+        yield loaded
 
 
 @pytest.fixture(scope="module")

@@ -40,14 +40,8 @@ NAMES = ["grey_matter", "white_matter", "csf"]
 
 @pytest.fixture(scope="module")
 def module():
-    saved = {k: sys.modules.get(k) for k in ("qt", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper",
-                                             "slicer.i18n", "XAIExplainerModule")}
-    yield slicer_standins.load_module()
-    for name, value in saved.items():
-        if value is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = value
+    with slicer_standins.loaded_module() as loaded:
+        yield loaded
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_common_options, add_result_json_option, write_result_json
+from .options import (add_common_options, add_registry_flags, add_result_json_option, given_registry_flags,
+                      write_result_json)
 
 METHOD = "counterfactual"
 _DEST = "cf_option_"
@@ -24,20 +25,10 @@ def _method_spec() -> Any:
     return get_method(METHOD)
 
 
-def _add_method_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("counterfactual options (the paper's defaults)")
-    for option in _method_spec().options:
-        if option.name in _OWN_FLAGS:
-            continue
-        group.add_argument(option.flag, dest=_DEST + option.name, metavar="VALUE",
-                           help=f"{option.help} (default {option.default!r}; {option.allowed()})")
-
-
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags given (so the model JSON can decide ``scores``), each checked by the registry."""
     spec = _method_spec()
-    given = {o.name: getattr(args, _DEST + o.name) for o in spec.options
-             if getattr(args, _DEST + o.name, None) is not None}
+    given = given_registry_flags(args, spec, _DEST)
     checked = spec.validate(given)
     return {k: checked[k] for k in given}
 
@@ -106,7 +97,7 @@ def register(subparsers) -> None:
     p.add_argument("--class", dest="target", metavar="CLASS", help="class name or index (default: the predicted)")
     p.add_argument("--organ-mask", metavar="MASK", help="organ mask on the input grid: confines the region; with "
                                                         "--size-term dice the size term is the Dice with it")
-    _add_method_flags(p)
+    add_registry_flags(p, _method_spec(), _DEST, "counterfactual options (the paper's defaults)", skip=_OWN_FLAGS)
     p.add_argument("--seed", type=int, default=0, help="seed of the restart offsets (default 0)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_common_options, add_result_json_option, positive_int, write_result_json
+from .options import (add_common_options, add_registry_flags, add_result_json_option, given_registry_flags,
+                      positive_int, write_result_json)
 
 METHOD = "image_reg_lime"
 _DEST = "lime_option_"
@@ -23,21 +24,10 @@ def _method_spec() -> Any:
     return get_method(METHOD)
 
 
-def _add_method_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per registered option of Image-Reg-LIME, with its default and range in the help."""
-    group = parser.add_argument_group("Image-Reg-LIME options")
-    for option in _method_spec().options:
-        if option.name in _OWN_FLAGS:
-            continue
-        group.add_argument(option.flag, dest=_DEST + option.name, metavar="VALUE",
-                           help=f"{option.help} (default {option.default!r}; {option.allowed()})")
-
-
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     """The option flags given, validated by the registry (unknown values and ranges fail here, before loading)."""
     spec = _method_spec()
-    params = {o.name: getattr(args, _DEST + o.name) for o in spec.options
-              if getattr(args, _DEST + o.name, None) is not None}
+    params = given_registry_flags(args, spec, _DEST)
     if args.supervoxels in ("slic", "cubes"):
         params["supervoxels"] = args.supervoxels
     return spec.validate(params)
@@ -101,7 +91,7 @@ def register(subparsers) -> None:
     add_target_options(p)
     p.add_argument("--supervoxels", default="slic", metavar="slic|cubes|LABELMAP",
                    help="SLIC (default), a grid of cubes, or a label map file on the input's grid")
-    _add_method_flags(p)
+    add_registry_flags(p, _method_spec(), _DEST, "Image-Reg-LIME options", skip=_OWN_FLAGS)
     p.add_argument("--seed", type=int, default=0, help="random seed of the perturbation samples")
     p.add_argument("--batch-size", type=positive_int, help="perturbed volumes per forward (default: from memory)")
     p.add_argument("--output", required=True, help="folder to create (written atomically)")

@@ -3,6 +3,7 @@ import each other)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -62,3 +63,24 @@ def write_result_json(path: str | None, record: dict) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(write_json(target.with_name(target.name + ".partial"), record), target)
+
+
+def add_registry_flags(parser: argparse.ArgumentParser, spec: Any, dest_prefix: str, title: str,
+                       skip: tuple[str, ...] = ()) -> None:
+    """One flag per registered option of ``spec`` (a MethodSpec), with its default and range in the help.
+
+    Read from the registry when the parser is built, so a command's flags never drift from its method.
+    ``skip``: options the command sets through flags of its own.
+    """
+    group = parser.add_argument_group(title)
+    for option in spec.options:
+        if option.name in skip:
+            continue
+        group.add_argument(option.flag, dest=dest_prefix + option.name, metavar="VALUE",
+                           help=f"{option.help} (default {option.default!r}; {option.allowed()})")
+
+
+def given_registry_flags(args: argparse.Namespace, spec: Any, dest_prefix: str) -> dict[str, Any]:
+    """The registry flags the user gave (flags left out are absent, so a model's JSON or a default can decide)."""
+    return {o.name: getattr(args, dest_prefix + o.name) for o in spec.options
+            if getattr(args, dest_prefix + o.name, None) is not None}
