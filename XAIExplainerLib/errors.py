@@ -89,3 +89,7 @@ class DependencyError(XAIExplainerError, RuntimeError):
 
 class InstallDeclinedError(DependencyError):
     """The user declined installing the Python packages the computation needs; nothing was changed."""
+
+
+class NonFiniteLossError(XAIExplainerError, ArithmeticError):
+    """An optimisation (the counterfactual mask) produced a NaN/Inf loss; the message names the step and the term."""

@@ -12,6 +12,7 @@ from .smoothgrad import smoothgrad
 from .integrated_gradients import integrated_gradients
 from .kernel_shap import kernel_shap, kernel_shap_cubes, kernel_shap_semantic
 from .lime import image_reg_lime
+from .counterfactual import counterfactual
 from ..models.sliding_window import SlidingWindow
 from .registry import (
     MethodFunctions,
@@ -32,6 +33,7 @@ ATTRIBUTION_METHODS = MethodFunctions()
 __all__ = [
     "ATTRIBUTION_METHODS",
     "AttributionResult",
+    "counterfactual",
     "ClassAggregate",
     "MethodSpec",
     "OptionSpec",

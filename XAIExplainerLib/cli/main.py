@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(func=_segment)
 
     from ..extras import benchmark
-    from . import explain, ibix, lime, localisation
+    from . import counterfactual, explain, ibix, lime, localisation
 
-    for module in (explain, lime, ibix, localisation, benchmark):
+    for module in (explain, lime, ibix, counterfactual, localisation, benchmark):
         module.register(commands)
     return parser
 
