@@ -75,3 +75,15 @@ def test_patch_volume_geometry_points_at_the_subject(patches):
     z, y, x = patches.corners[0]
     assert np.allclose(volume.ijk_to_lps() @ [1, 2, 3, 1], subject.t1.ijk_to_lps() @ [x + 1, y + 2, z + 3, 1])
     assert np.array_equal(patches.volume(0, "brain").array, patches.brain_masks[0])
+
+
+def test_random_holes_cover_at_most_the_set_fraction_and_are_reproducible():
+    fractions = []
+    for seed in range(20):
+        holes = lesions.random_holes(32, np.random.default_rng(seed), max_fraction=0.25)
+        assert holes.shape == (32, 32, 32) and holes.any()
+        assert holes.mean() <= 0.25 + 1e-9  # at most max_fraction·32³/4³ cubes of at most 4³ voxels
+        fractions.append(holes.mean())
+    assert np.array_equal(lesions.random_holes(32, np.random.default_rng(3)),
+                          lesions.random_holes(32, np.random.default_rng(3)))
+    assert max(fractions) > 5 * min(fractions)  # from a few single holes to many (single and clustered)

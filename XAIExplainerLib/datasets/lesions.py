@@ -249,3 +249,29 @@ def make_patches(subjects: Sequence[str], count: int, size: int = 32, seed: int 
     return PatchSet(np.stack(images).astype(np.float32), np.stack(lesions), np.stack(brains),
                     np.asarray(labels, np.int64), names, np.asarray(corners, np.int64), np.asarray(origins),
                     spacing_mm, parameters)
+
+
+# ---- holes for the inpainter ---------------------------------------------------------------------------------------
+def random_holes(size: int, rng: np.random.Generator, max_fraction: float = 0.25, edge: int | None = None
+                 ) -> np.ndarray:
+    """A (size, size, size) uint8 hole mask (1 = hole) as the paper trains its inpainter with, scaled to 3D.
+
+    The paper drops up to 400 squares of 8² pixels on 576×448 mammograms (≤ 10 % of the image), "both single
+    small holes and larger clusters". Here: cubes of edge ``edge//2 .. edge`` voxels (default size/8, i.e. 4 for
+    32³), as many as cover at most ``max_fraction`` of the patch if they did not overlap, centred uniformly
+    (single holes) or around 1–3 cluster centres (clusters), one or the other with equal chance.
+    """
+    edge = edge or max(2, size // 8)
+    most = max(1, int(max_fraction * size ** 3 / edge ** 3))
+    count = int(rng.integers(1, most + 1))
+    if rng.uniform() < 0.5:
+        centres = rng.uniform(0, size, (count, 3))
+    else:
+        clusters = rng.uniform(size / 8, size - size / 8, (int(rng.integers(1, 4)), 3))
+        centres = clusters[rng.integers(len(clusters), size=count)] + rng.normal(0, size / 8, (count, 3))
+    holes = np.zeros((size,) * 3, np.uint8)
+    for centre, side in zip(centres, rng.integers(max(1, edge // 2), edge + 1, count)):
+        lo = np.clip(np.round(centre - side / 2).astype(int), 0, size)
+        hi = np.clip(lo + side, 0, size)
+        holes[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    return holes

@@ -2,7 +2,9 @@
 
 Three resolutions (32³ → 16³ → 8³ for the shipped 32³ patches) of 3×3×3 convolutions with batch norm, a last
 convolution kept at 8³ so that Grad-CAM on it (``"last_conv"``) has a usable resolution, then global average
-pooling and one linear layer: the layout CAM was defined for (Zhou et al. 2016). Loaded through the
+pooling plus global max pooling (a lesion fills a few hundred of 32 768 voxels: the average alone dilutes it, the
+maximum finds it) and one linear layer. Grad-CAM weighs ``last_conv``'s channels by their mean gradient, which
+is defined for this head as for any other. Loaded through the
 :class:`~XAIExplainerLib.models.outputs.ClassifierModel` adapter with
 ``"architecture": "XAIExplainerLib.models.lesion_cnn:LesionCNN3d"`` in the JSON.
 """
@@ -27,8 +29,18 @@ class LesionCNN3d(nn.Module):
         self.features = nn.Sequential(_block(in_channels, c1), nn.MaxPool3d(2), _block(c1, c2), nn.MaxPool3d(2),
                                       _block(c2, c3))
         self.last_conv = nn.Conv3d(c3, c3, 3, padding=1)
-        self.head = nn.Linear(c3, num_classes)
+        self.head = nn.Linear(2 * c3, num_classes)
+        #: Training only: a 1×1×1 convolution predicting, from ``last_conv``'s features, which 8³ cells hold lesion
+        #: (deep supervision, as the paper pre-trained its classifier on mass/background patches). Not in forward.
+        self.evidence = nn.Conv3d(c3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = torch.relu(self.last_conv(self.features(x)))
-        return self.head(features.mean(dim=(2, 3, 4)))
+        return self.classify(self.feature_map(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The rectified ``last_conv`` features (B, C, D/4, H/4, W/4)."""
+        return torch.relu(self.last_conv(self.features(x)))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([features.mean(dim=(2, 3, 4)), features.amax(dim=(2, 3, 4))], dim=1)
+        return self.head(pooled)
