@@ -1,5 +1,6 @@
 """Counterfactual saliency (Major et al.): the mask finds the region a toy classifier looks at, the regularisers
-shrink it, known voxels stay exact whatever the inpainter does, batching equals one-by-one, and bad input fails
+shrink it, known voxels stay exact whatever the inpainter does, batching equals one-by-one (on the toy, whose
+arithmetic is exact per item), and bad input fails
 with one-line errors before any optimisation."""
 from __future__ import annotations
 
@@ -171,3 +172,31 @@ def test_registered_for_classifiers():
     spec = get_method("counterfactual")
     assert spec.model_kinds == ("classifier",)
     assert spec.defaults()["steps"] == 100 and spec.defaults()["lr"] == 2e-3 and spec.defaults()["lambda2"] == 0.1
+
+
+def test_benchmark_command_reports_both_timings():
+    from XAIExplainerLib.extras.counterfactual_benchmark import run_benchmark
+
+    report = run_benchmark(volumes=2, size=32, steps=2, fill="zero")
+    assert report["batched_s_per_volume"] > 0 and report["one_by_one_s_per_volume"] > 0
+    assert 0.0 <= report["mask_voxels_agreeing"] <= 1.0 and len(report["prob_after_batched"]) == 2
+
+
+def test_scores_must_match_what_the_model_declares_and_dice_needs_an_organ():
+    from XAIExplainerLib.models import ClassifierModel, ModelConfig
+
+    region, x = region_box(), lesion_image()
+
+    class Probabilities(Toy):
+        def forward(self, x):
+            return torch.softmax(super().forward(x), dim=1)
+
+    config = ModelConfig(kind="classifier", label_names=["healthy", "lesion"], output="probabilities",
+                         preprocessing=[])
+    model = ClassifierModel.from_network(Probabilities(region), config)
+    with pytest.raises(MethodParameterError, match="scores='probabilities'"):
+        counterfactual(model, x, "lesion", fill="zero")
+    res = counterfactual(model, x, "lesion", fill="zero", scores="probabilities")
+    assert dice(res.mask[0], region) >= 0.8 and res.classes == [1]
+    with pytest.raises(MethodParameterError, match="organ mask"):
+        counterfactual(model, x, "lesion", fill="zero", scores="probabilities", size_term="dice")

@@ -131,3 +131,13 @@ def test_pipeline_errors_before_any_forward():
         explain_counterfactual(volume, model, organ_mask=_volume(np.ones((N, N, 4))))
     with pytest.raises(InvalidVolumeError, match="empty"):
         explain_counterfactual(volume, model, organ_mask=_volume(np.zeros((N, N, N))))
+
+
+def test_missing_shipped_inpainter_is_named(files, monkeypatch, capsys):
+    import XAIExplainerLib.pipelines.counterfactual as pipeline
+
+    monkeypatch.setattr(pipeline, "SHIPPED_INPAINTER", files / "nowhere" / "inpainter.pt")
+    code = main(["counterfactual", "--input", str(files / "in.nii.gz"), "--model", str(files / "clf.pt"),
+                 "--output", str(files / "out")])
+    assert code == 2 and "No shipped inpainter" in capsys.readouterr().err
+    assert not (files / "out").exists()

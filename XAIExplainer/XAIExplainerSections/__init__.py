@@ -14,10 +14,11 @@ others. ``XAIExplainerLogic`` inherits :class:`ProductLogic`; the widget builds 
 from __future__ import annotations
 
 from .base import Section
+from .counterfactual import CounterfactualLogic, CounterfactualSection
 
 #: Section classes, in the order they appear in the module panel.
-SECTIONS: tuple[type[Section], ...] = ()
+SECTIONS: tuple[type[Section], ...] = (CounterfactualSection,)
 
 
-class ProductLogic:
+class ProductLogic(CounterfactualLogic):
     """All product Logic mixins together; ``XAIExplainerLogic`` inherits this class."""

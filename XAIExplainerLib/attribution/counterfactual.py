@@ -33,10 +33,16 @@ consistently. Each step fills the *binary* hole ``M ≥ θ`` (the inpainter sees
 recomputed every step, without a graph) and blends with the soft ``M``; the gradient reaches ``M`` through the
 composite. Zero / mean / blur fills do not depend on ``M``.
 
+Caveat: ψ has no lower bound, and Adam moves each voxel by the sign of its gradient, so tv and ar (per voxel
+λ/N) only win where the classifier's gradient is nearly zero: what keeps the region small is a plausible fill
+(replacing healthy tissue by healthy tissue changes nothing), or a larger λ3.
+
 Classifier scores (``scores``): "softmax" (default; the output are logits of mutually exclusive classes),
 "sigmoid" (each output is an independent logit) or "probabilities" (the output already is p, checked to lie in
-[0, 1]). Several volumes (a batch ``x``) and restarts are optimised in one batch; each has its own loss, so the
-result equals one-by-one runs. Nothing is random except the restart offsets (``seed``).
+[0, 1]). Several volumes (a batch ``x``) and restarts are optimised in one batch; each has its own loss and Adam
+is element-wise, so the result equals one-by-one runs up to the rounding of batched kernels (which Adam's
+normalisation can amplify for voxels whose gradient is ~0). Nothing is random except the restart offsets
+(``seed``): a run repeats bit for bit for the same batch and seed.
 """
 from __future__ import annotations
 
@@ -151,7 +157,10 @@ def _gaussian_blur(x: "torch.Tensor", sigma: float) -> "torch.Tensor":
     return y.reshape(x.shape)
 
 
-def make_fill(kind: str, inpainter: Any, blur_sigma: float) -> Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]:
+Fill = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def make_fill(kind: str, inpainter: Any, blur_sigma: float) -> Fill:
     """``fill(image, hole) -> values`` for replaced voxels; ``hole`` is binary (1 = replace)."""
     import torch
 
@@ -315,7 +324,8 @@ def _check_finite(terms: dict[str, "torch.Tensor"], step: int) -> None:
         if bool(bad.any()):
             items = bad.nonzero().flatten().tolist()
             raise NonFiniteLossError(
-                f"the counterfactual loss became {float(terms[name].detach()[items[0]])} at step {step} in term '{name}' "
+                f"the counterfactual loss became {float(terms[name].detach()[items[0]])} at step {step} in term "
+                f"'{name}' "
                 f"(batch item(s) {items[:5]}); check the classifier's output there, or lower lr / use scores "
                 "'softmax' on logits.")
 
@@ -346,7 +356,8 @@ def optimise_mask(problem: _Problem, m0: "torch.Tensor", steps: int, lr: float,
     return m.detach(), curves
 
 
-def _before(model: Any, x: "torch.Tensor", target: Any, scores: str) -> tuple[list[int], "torch.Tensor", "torch.Tensor"]:
+def _before(model: Any, x: "torch.Tensor", target: Any, scores: str
+            ) -> tuple[list[int], "torch.Tensor", "torch.Tensor"]:
     """The classes (None = predicted), and p_c and log odds_c of the unmodified images."""
     import torch
 

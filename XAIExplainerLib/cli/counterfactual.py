@@ -57,7 +57,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
     from ..progress import cli_progress
     from ..volume import ensure_finite, read_volume
 
-    inpainter_path = None if args.inpainter in FILL_NAMES else args.inpainter
+    shipped = args.inpainter == "shipped"
+    inpainter_path = None if args.inpainter in FILL_NAMES or shipped else args.inpainter
     output = check_output_folder(args.output, [args.input, args.model, args.organ_mask, inpainter_path],
                                  overwrite=args.overwrite)
     params = _params(args)
@@ -68,7 +69,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     target = _target(args.target)
     if target is not None:
         resolve_classes([target], model.label_names)
-    inpainter = resolve_inpainter(args.inpainter, model.device)[1] or args.inpainter
+    inpainter = resolve_inpainter(None if shipped else args.inpainter, model.device)[1] or args.inpainter
     sweep_stale_temporaries(output.absolute().parent)
     report, close = cli_progress(args.progress_lines, "counterfactual")
     try:
@@ -76,8 +77,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
                                       method_params=params, seed=args.seed, progress=report)
     finally:
         close()
-    if inpainter_path:
-        expl.provenance["inpainter"] = inpainter_path
+    if inpainter_path or shipped:
+        expl.provenance["inpainter"] = inpainter_path or "shipped:Inpainter/inpainter.pt"
     save_counterfactual(expl, output, overwrite=args.overwrite)
     print(f"class '{expl.class_name}': probability {expl.prob_before:.4f} -> {expl.prob_after:.4f} "
           f"({int((expl.mask.array > 0).sum())} voxels replaced, fill {expl.fill})")
@@ -98,9 +99,10 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True, help="NIfTI/NRRD file or DICOM folder")
     p.add_argument("--model", required=True, help="classifier weights (.pt + JSON with kind 'classifier' and "
                                                   "label_names) or TorchScript (+ JSON)")
-    p.add_argument("--inpainter", required=True, metavar="INPAINTER|zero|mean|blur",
-                   help="partial-convolution inpainter weights (.pt + JSON from save_inpainter), or a plain fill: "
-                        "zero, mean (of the volume) or blur (out-of-distribution, for comparison)")
+    p.add_argument("--inpainter", default="shipped", metavar="INPAINTER|shipped|zero|mean|blur",
+                   help="partial-convolution inpainter weights (.pt + JSON from save_inpainter; default: the shipped "
+                        "one, Resources/Inpainter), or a plain fill: zero, mean (of the volume) or blur "
+                        "(out-of-distribution, for comparison)")
     p.add_argument("--class", dest="target", metavar="CLASS", help="class name or index (default: the predicted)")
     p.add_argument("--organ-mask", metavar="MASK", help="organ mask on the input grid: confines the region; with "
                                                         "--size-term dice the size term is the Dice with it")

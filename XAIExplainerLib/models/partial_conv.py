@@ -45,7 +45,8 @@ def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
 class PartialConv3d(nn.Conv3d):
     """``nn.Conv3d`` over known voxels only; ``forward(x, mask) -> (out, updated_mask)``."""
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, x: torch.Tensor,  # type: ignore[override]
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if mask is None:
             mask = torch.ones_like(x[:, :1])
         if mask.shape[1] not in (1, x.shape[1]) or mask.shape[2:] != x.shape[2:] or mask.shape[0] != x.shape[0]:

@@ -24,6 +24,8 @@ from .common import Timings, prepare_input, require_volume
 
 METHOD = "counterfactual"
 FILL_NAMES = ("zero", "mean", "blur")
+#: The partial-convolution inpainter shipped with the lesion experiment (used when no inpainter is named).
+SHIPPED_INPAINTER = Path(__file__).resolve().parents[1] / "Resources" / "Inpainter" / "inpainter.pt"
 
 
 @dataclass
@@ -47,9 +49,16 @@ class CounterfactualExplanation:
 
 
 def resolve_inpainter(inpainter: Any, device: Any) -> tuple[str, Any, str]:
-    """``(fill, module, description)`` for "zero" / "mean" / "blur", a weights path, or a module / callable."""
+    """``(fill, module, description)`` for "zero" / "mean" / "blur", a weights path, a module / callable, or None
+    (the shipped inpainter)."""
+    from ..errors import WeightsError
     from ..models.partial_conv import load_inpainter
 
+    if inpainter is None:
+        if not SHIPPED_INPAINTER.is_file():
+            raise WeightsError(f"No shipped inpainter at '{SHIPPED_INPAINTER}'; pass an inpainter (.pt + JSON from "
+                               "save_inpainter) or a plain fill: zero, mean or blur.")
+        return "inpainter", load_inpainter(SHIPPED_INPAINTER, device), "shipped:Inpainter/inpainter.pt"
     if isinstance(inpainter, str) and inpainter in FILL_NAMES:
         return inpainter, None, inpainter
     if isinstance(inpainter, (str, Path)):
@@ -80,11 +89,14 @@ def check_organ_mask(organ_mask: Volume | None, volume: Volume) -> None:
 
 
 def explain_counterfactual(
-    volume: Volume, model: Any, *, target: "int | str | None" = None, inpainter: Any = "zero",
+    volume: Volume, model: Any, *, target: "int | str | None" = None, inpainter: Any = None,
     organ_mask: Volume | None = None, method_params: Mapping[str, Any] | None = None, seed: int = 0,
     device: str | None = None, progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
 ) -> CounterfactualExplanation:
-    """The counterfactual region of ``target`` (name or index; None = the predicted class) for ``volume``."""
+    """The counterfactual region of ``target`` (name or index; None = the predicted class) for ``volume``.
+
+    ``inpainter``: None (the shipped partial-convolution inpainter), a weights path, a module
+    ``inpainter(holed, valid) -> image``, or "zero" / "mean" / "blur"."""
     from ..attribution.registry import get_method
     from ..attribution.targets import resolve_classes
 
