@@ -30,8 +30,9 @@ class LesionCNN3d(nn.Module):
                                       _block(c2, c3))
         self.last_conv = nn.Conv3d(c3, c3, 3, padding=1)
         self.head = nn.Linear(2 * c3, num_classes)
-        #: Training only: a 1×1×1 convolution predicting, from ``last_conv``'s features, which 8³ cells hold lesion
-        #: (deep supervision, as the paper pre-trained its classifier on mass/background patches). Not in forward.
+        #: Training only: a 1×1×1 convolution predicting, from ``last_conv``'s features, which cells (4³ input voxels
+        #: each) hold lesion (deep supervision, as the paper pre-trained its classifier on mass/background patches).
+        #: Not used by forward.
         self.evidence = nn.Conv3d(c3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,5 +43,6 @@ class LesionCNN3d(nn.Module):
         return torch.relu(self.last_conv(self.features(x)))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from the features: mean and max over space, then the linear head."""
         pooled = torch.cat([features.mean(dim=(2, 3, 4)), features.amax(dim=(2, 3, 4))], dim=1)
         return self.head(pooled)
