@@ -54,7 +54,7 @@ LAYERS: dict[str, int] = {
     "provenance": 2, "io": 2, "figures": 2, "outputs": 2,
     "models": 3,
     "attribution": 4,
-    "metrics": 5,
+    "metrics": 5, "metrics_localisation": 5,
     "pipelines": 6,
     "cohort": 7,
     "extras": 8, "datasets": 8,

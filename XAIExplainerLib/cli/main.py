@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.set_defaults(func=_segment)
 
     from ..extras import benchmark
-    from . import cam, counterfactual, explain, ibix, lime, report
+    from . import cam, counterfactual, explain, ibix, lime, localisation, report
 
-    for module in (explain, lime, cam, ibix, counterfactual, report, benchmark):
+    for module in (explain, lime, cam, ibix, counterfactual, localisation, report, benchmark):
         module.register(commands)
     return parser
 
