@@ -29,7 +29,21 @@ class CounterfactualLogic:
                                      wait=True)
         nodes = logic.counterfactual(volumeNode, classifier, "zero", methodParameters={"steps": 50}, wait=True)
         print(nodes["status"])   # p(lesion) 0.97 → 0.04 (-0.93); 812 voxels replaced (inpainter)
+        volume, lesion, brain = logic.loadCounterfactualDemo(parameterNode)  # patch + lesion + shipped classifier
     """
+
+    def loadCounterfactualDemo(self, parameterNode=None):
+        """Load the counterfactual demo (a 32³ Colin27 T1 patch at 2 mm with one synthetic lesion, its ground truth
+        and brain mask as segmentations) and select it with the shipped lesion classifier, so "Find counterfactual
+        region" is the next click. Returns (volume, lesion segmentation, brain segmentation)."""
+        from XAIExplainerLib.slicer_bridge import section_demos
+
+        volume, lesion, brain = section_demos.load_counterfactual_demo()
+        if parameterNode is not None:
+            with slicer.util.NodeModify(parameterNode.parameterNode):
+                parameterNode.inputVolume = volume
+                parameterNode.modelPath = section_demos.COUNTERFACTUAL_DEMO_MODEL
+        return volume, lesion, brain
 
     @staticmethod
     def counterfactualOptions() -> list:
@@ -97,6 +111,12 @@ class CounterfactualSection(Section):
     title = "Counterfactual"
 
     def build(self, form) -> None:
+        self.loadDemoButton = qt.QPushButton(_("Load demo"))
+        self.loadDemoButton.toolTip = _("Load a 32³ Colin27 T1 patch (2 mm) with a synthetic lesion, its ground truth "
+                                        "and brain mask, and the shipped lesion classifier; then press Find "
+                                        "counterfactual region.")
+        self.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
+        form.addRow(self.loadDemoButton)
         self.inpainterCombo = qt.QComboBox()
         self.inpainterCombo.editable = True
         for fill in (SHIPPED, *PLAIN_FILLS):
@@ -127,6 +147,15 @@ class CounterfactualSection(Section):
 
     def updateButtons(self, running: bool, ready: bool) -> None:
         self.runButton.enabled = ready and not running
+        self.loadDemoButton.enabled = not running
+
+    def onLoadDemo(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the counterfactual demo."), waitCursor=True):
+            volume, _lesion, brain = self.logic.loadCounterfactualDemo(self.parameterNode)
+            self.organSelector.setCurrentNode(brain)
+            self.classEdit.text = "lesion"
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.widget.ui.statusLabel.text = _("Counterfactual demo loaded: press Find counterfactual region.")
 
     def onRun(self) -> None:
         p = self.parameterNode

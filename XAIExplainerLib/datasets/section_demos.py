@@ -14,9 +14,15 @@ The regression demo is the 32³ patch of that brain at :data:`REGRESSION_PATCH_C
 hemisphere (LPS x < 0; the regressor was trained on left-hemisphere patches only) and holding cortex, white matter
 and the right lateral ventricle. The IBIX demo is the brain cropped to the mask's bounding box (a smaller grid, so
 the tissue U-Net runs in seconds on a CPU).
+
+The counterfactual demo (:func:`counterfactual_demo`) is a 32³ patch of the same 2 mm brain rescaled as the lesion
+classifier's training input (:mod:`.lesions`: divided by the median of the brain's tissue, tissue being the brain
+above the Otsu threshold of its intensities) with one synthetic lesion from :func:`.lesions.add_lesion` (fixed seed,
+in tissue); its mask is the ground truth the counterfactual region can be compared with.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +95,53 @@ def ibix_demo_region(image: Volume) -> np.ndarray:
     lps = (image.ijk_to_lps() @ ijk)[:3].T.reshape(nz, ny, nx, 3)
     ball = np.linalg.norm(lps - np.asarray(IBIX_REGION_LPS), axis=-1) <= IBIX_REGION_RADIUS_MM
     return ball & (image.array > 0)
+
+
+#: (z, y, x) voxel of the 2 mm Colin27 brain where the counterfactual demo patch starts, and the seed of its lesion
+#: (chosen so the shipped lesion classifier says "lesion" with p ≈ 1.0 and says "healthy" without the lesion).
+COUNTERFACTUAL_PATCH_CORNER, COUNTERFACTUAL_LESION_SEED = (36, 36, 48), 3
+
+
+@dataclass(frozen=True)
+class CounterfactualDemo:
+    """The counterfactual demo: patch with a lesion, lesion mask (ground truth), brain mask, lesion parameters."""
+
+    image: Volume
+    lesion: Volume
+    brain: Volume
+    lesion_parameters: dict
+    healthy: Volume  # the same patch without the lesion
+
+
+def lesion_scaled_brain(brain: Volume | None = None) -> tuple[Volume, np.ndarray, np.ndarray]:
+    """(T1 / tissue median, brain mask, tissue mask) of the 2 mm Colin27 brain: the rule of
+    :func:`.lesions.load_subject`, so the lesion classifier sees intensities as in training."""
+    from .lesions import _otsu
+
+    brain = colin27_brain_2mm() if brain is None else brain
+    mask = brain.array > 0
+    tissue = mask & (brain.array > _otsu(brain.array[mask]))
+    scaled = np.clip(brain.array / float(np.median(brain.array[tissue])), 0.0, None).astype(np.float32)
+    return brain.with_array(scaled, description="Colin27 T1 brain at 2 mm / tissue median"), mask, tissue
+
+
+def counterfactual_demo(brain: Volume | None = None) -> CounterfactualDemo:
+    """The counterfactual demo patch at :data:`COUNTERFACTUAL_PATCH_CORNER` with its lesion (deterministic)."""
+    from .lesions import add_lesion
+
+    scaled, mask, tissue = lesion_scaled_brain(brain)
+    size = (REGRESSOR_PATCH,) * 3
+    patch = crop(scaled, COUNTERFACTUAL_PATCH_CORNER, size)
+    brain_patch = crop(scaled.with_array(mask.astype(np.uint8)), COUNTERFACTUAL_PATCH_CORNER, size)
+    tissue_patch = crop(scaled.with_array(tissue.astype(np.uint8)), COUNTERFACTUAL_PATCH_CORNER, size).array
+    made = add_lesion(patch.array, tissue_patch, REGRESSOR_SPACING_MM,
+                      np.random.default_rng(COUNTERFACTUAL_LESION_SEED))
+    if made is None:  # cannot happen for the shipped data; guards a changed corner or seed
+        raise ValueError(f"No lesion fits the patch at {COUNTERFACTUAL_PATCH_CORNER}; choose another corner or seed.")
+    image, lesion, parameters = made
+    where = f"voxel (z,y,x)={COUNTERFACTUAL_PATCH_CORNER} of the 2 mm brain"
+    return CounterfactualDemo(
+        patch.with_array(image, description=f"Colin27 T1 patch / tissue median with a synthetic lesion, {where}"),
+        patch.with_array(lesion, description="synthetic lesion (ground truth)"),
+        brain_patch.with_array(brain_patch.array, description="brain mask"),
+        parameters, patch.with_array(patch.array, description=f"Colin27 T1 patch / tissue median, {where}"))
