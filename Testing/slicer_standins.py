@@ -178,3 +178,14 @@ def loaded_module() -> Iterator[types.ModuleType]:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = value
+
+
+def headless_logic(module: types.ModuleType, work_root: Path) -> tuple[Any, Any]:
+    """A fresh headless scene (slicer-core) and the module's Logic, whose background jobs run with this Python and
+    keep their temporary folders under ``work_root`` (so a test can check that none is left behind)."""
+    from XAIExplainerLib.slicer_bridge import create_headless_scene
+
+    ctx = create_headless_scene()
+    logic = module.XAIExplainerLogic()
+    logic.pythonExecutable, logic.workRoot = sys.executable, work_root
+    return ctx, logic

@@ -25,7 +25,6 @@ import slicer_standins  # noqa: E402
 pytest.importorskip("slicer")
 from XAIExplainerLib.cli.main import main  # noqa: E402
 from XAIExplainerLib.errors import SceneInputError  # noqa: E402
-from XAIExplainerLib.slicer_bridge import create_headless_scene  # noqa: E402
 from XAIExplainerLib.slicer_bridge.volumes import add_volume_node, node_ijk_to_ras, volume_from_node  # noqa: E402
 from XAIExplainerLib.volume import Volume, read_volume, write_volume  # noqa: E402
 
@@ -60,9 +59,7 @@ def setup(module, tmp_path_factory):
     rng = np.random.default_rng(0)
     image = Volume(rng.normal(size=SHAPE).astype(np.float32), (1.0, 1.5, 2.0), (-5.0, 3.0, 7.0))
     write_volume(image, tmp / "in.nii.gz")
-    ctx = create_headless_scene()
-    logic = module.XAIExplainerLogic()
-    logic.pythonExecutable, logic.workRoot = sys.executable, WORK_ROOT
+    ctx, logic = slicer_standins.headless_logic(module, WORK_ROOT)
     volume = add_volume_node(image, "t1")
     outputs = logic.runImageToImage(volume, str(model), device="cpu", wait=True)
     return {"tmp": tmp, "model": model, "image": image, "ctx": ctx, "logic": logic, "volume": volume,

@@ -62,9 +62,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def session(module, model, tmp_path_factory):
     """Three runs through the real background process: all targets, reference mode, segmentation supervoxels."""
-    ctx = create_headless_scene()
-    logic = module.XAIExplainerLogic()
-    logic.pythonExecutable, logic.workRoot = sys.executable, WORK_ROOT
+    ctx, logic = slicer_standins.headless_logic(module, WORK_ROOT)
     data = np.random.default_rng(3).uniform(0.0, 2.0, SHAPE).astype(np.float32)
     volume = slicer.util.addVolumeFromArray(data, ijkToRAS=IJK_TO_RAS, name="patch")
     labels = np.zeros(SHAPE, np.uint8)

@@ -29,7 +29,6 @@ import slicer_standins  # noqa: E402
 slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 from XAIExplainerLib.datasets import section_demos as demos  # noqa: E402
-from XAIExplainerLib.slicer_bridge import create_headless_scene  # noqa: E402
 from XAIExplainerLib.slicer_bridge import section_demos as bridge  # noqa: E402
 from XAIExplainerLib.slicer_bridge.volumes import node_ijk_to_ras, volume_from_node  # noqa: E402
 from XAIExplainerLib.volume import resample_to_reference  # noqa: E402
@@ -46,9 +45,7 @@ def module():
 
 @pytest.fixture(scope="module")
 def session(module):
-    ctx = create_headless_scene()
-    logic = module.XAIExplainerLogic()
-    logic.pythonExecutable, logic.workRoot = sys.executable, WORK_ROOT
+    ctx, logic = slicer_standins.headless_logic(module, WORK_ROOT)
     return {"ctx": ctx, "logic": logic, "params": logic.getParameterNode()}
 
 
